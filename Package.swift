@@ -1,0 +1,51 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Layering (each target depends only on those above it):
+//   CKernels (C, vector kernels with run-time CPU dispatch), CZstd (system libzstd)
+//   SafeTensors   the file format only: header parsing/validation, mmap reading,
+//                 streaming atomic writing, dtypes and dtype conversion
+//   Adapters      adapter recognition, key-naming schemes, architectures, key mapping
+//   GraftEngine   merge / convert / diff planned and run as parallel per-tensor jobs
+//   graft         the command-line interface
+let package = Package(
+    name: "graft",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "graft", targets: ["graft"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "Adapters", targets: ["Adapters"]),
+        .library(name: "GraftEngine", targets: ["GraftEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "CKernels",
+            // The kernels pick AVX-512 / AVX2+F16C / portable code at run time;
+            // -O3 lets clang vectorize the portable bodies inside each variant.
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]
+        ),
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        .target(name: "SafeTensors", dependencies: ["CKernels", "CZstd"]),
+        .target(name: "Adapters", dependencies: ["SafeTensors"]),
+        .target(name: "GraftEngine", dependencies: ["SafeTensors", "Adapters", "CKernels"]),
+        .executableTarget(
+            name: "graft",
+            dependencies: [
+                "SafeTensors", "Adapters", "GraftEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "graft-samplegen", dependencies: ["SafeTensors"], path: "Sources/SampleGen"),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(name: "AdaptersTests", dependencies: ["Adapters"]),
+        .testTarget(name: "GraftEngineTests", dependencies: ["GraftEngine", "Adapters", "SafeTensors"]),
+        .testTarget(name: "GraftCLITests", dependencies: ["SafeTensors"]),
+    ]
+)

@@ -1,0 +1,2 @@
+#include "CKernels.h"
+int gk_cpu_level(void) { return 0; }

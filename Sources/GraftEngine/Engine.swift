@@ -1,0 +1,2 @@
+// GraftEngine: merge / convert / diff as parallel per-tensor jobs.
+import SafeTensors
