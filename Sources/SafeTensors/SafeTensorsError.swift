@@ -37,6 +37,8 @@ public struct SafeTensorsError: Error, Equatable, Sendable, CustomStringConverti
         case compression
         /// The caller asked for something the file cannot give (wrong dtype for a view...).
         case unsupported
+        /// graft refused to touch a file: the output exists (no --force) or is one of the inputs.
+        case refused
     }
 
     public var kind: Kind
