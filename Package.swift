@@ -42,10 +42,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "graft-samplegen", dependencies: ["SafeTensors"], path: "Sources/SampleGen"),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
-        .testTarget(name: "AdaptersTests", dependencies: ["Adapters"]),
-        .testTarget(name: "GraftEngineTests", dependencies: ["GraftEngine", "Adapters", "SafeTensors"]),
-        .testTarget(name: "GraftCLITests", dependencies: ["SafeTensors"]),
+        // Synthetic models with real SD key names (any width), for samples, tests and benchmarks.
+        .target(name: "Fixtures", dependencies: ["SafeTensors"]),
+        .executableTarget(name: "graft-samplegen", dependencies: ["Fixtures", "SafeTensors"], path: "Sources/SampleGen"),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "Fixtures"]),
+        .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
+        .testTarget(name: "GraftEngineTests", dependencies: ["GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
+        .testTarget(name: "GraftCLITests", dependencies: ["SafeTensors", "Fixtures"]),
     ]
 )

@@ -1,0 +1,54 @@
+# graft — build, test, demo and benchmark. Every target installs what it needs.
+SWIFT        ?= swift
+RELEASE_BIN  := .build/release/graft
+SHARED       ?= ../shared
+BENCH_DIR    ?= $(HOME)/.cache/graft-bench
+
+.PHONY: all build deps test demo samples bench conformance clean
+
+all: build
+
+# System packages (Debian): libzstd-dev for the zstd target, pkg-config to find it.
+# Python packages for the cross-checks: safetensors (the reference reader) and numpy.
+deps:
+	@if ! (command -v pkg-config >/dev/null && pkg-config --exists libzstd); then \
+	  echo "make: installing libzstd-dev and pkg-config"; \
+	  apt-get update -qq && apt-get install -y -qq libzstd-dev pkg-config zstd >/dev/null; \
+	fi
+	@command -v zstd >/dev/null || apt-get install -y -qq zstd >/dev/null
+	@python3 -c "import safetensors, numpy" 2>/dev/null || \
+	  { echo "make: installing python packages safetensors, numpy"; \
+	    python3 -m pip install -q safetensors numpy 2>&1 | grep -v 'Running pip as' || true; }
+
+build: deps
+	$(SWIFT) build -c release --product graft
+
+# The whole suite: unit, property, conformance and CLI tests (Swift Testing), then
+# sd-scripts' conformance checker run against the release binary.
+test: deps
+	$(SWIFT) build -c release --product graft
+	GRAFT_BIN=$(CURDIR)/$(RELEASE_BIN) $(SWIFT) test
+	$(MAKE) --no-print-directory conformance
+
+conformance: build
+	@if [ -f $(SHARED)/conformance/check.py ]; then \
+	  python3 $(SHARED)/conformance/check.py --quiet --cmd '$(CURDIR)/$(RELEASE_BIN) merge {ckpt} {loras} -o {out}'; \
+	elif [ -n "$$CI" ]; then echo "conformance fixtures missing in $(SHARED)/conformance" >&2; exit 1; \
+	else echo "conformance: skipped, $(SHARED)/conformance not found"; fi
+
+# Runs the main jobs on the bundled samples.
+demo: build
+	@bash Samples/demo.sh $(RELEASE_BIN)
+
+# Regenerates Samples/ with the project's own generator (deterministic).
+samples:
+	$(SWIFT) run -c release graft-samplegen samples Samples
+
+# Speed and memory against `cp` + `sync` of the same bytes (full-size SDXL inputs are
+# generated once into $(BENCH_DIR), ~7 GB).
+bench: deps
+	$(SWIFT) build -c release
+	@bash Samples/bench.sh $(CURDIR)/.build/release $(BENCH_DIR)
+
+clean:
+	rm -rf .build
