@@ -1,0 +1,77 @@
+/// A validated safetensors file, memory-mapped read-only.
+///
+/// `SafeTensorsFile(path:)` maps the file and checks its whole header (every rule in
+/// docs/safetensors.md); after that every tensor view it hands out is in bounds.
+/// Nothing proportional to the file size is allocated: data stays in the page cache
+/// and is borrowed through ``data(of:)``. Standard input ("-") and zstd-compressed
+/// files are spooled to an unlinked temporary file first.
+public final class SafeTensorsFile: @unchecked Sendable {
+    /// The path as the user named it (`<stdin>` for "-").
+    public let path: String
+    public let header: Header
+    public let mapping: MappedFile
+    private let index: [[UInt8]: Int]
+
+    /// Opens, maps and validates a file. "-" reads standard input.
+    /// - Throws: `SafeTensorsError` (`.io` for system errors, `.compression` for bad
+    ///   zstd input, any format kind for a malformed file).
+    public init(path: String) throws {
+        let map = try InputSpool.open(path)
+        self.mapping = map
+        self.path = map.path
+        self.header = try Header.parse(file: map.bytes, source: map.path)
+        var index = [[UInt8]: Int](minimumCapacity: header.tensors.count)
+        for (i, t) in header.tensors.enumerated() { index[Array(t.name.utf8)] = i }
+        self.index = index
+    }
+
+    /// Tensors in data order.
+    public var tensors: [TensorInfo] { header.tensors }
+    public var metadata: [String: String]? { header.metadata }
+    /// Total size of the (uncompressed) file in bytes.
+    public var byteCount: Int { mapping.byteCount }
+
+    /// The tensor with exactly this name (compared as UTF-8 bytes, not as
+    /// canonically-equivalent Strings).
+    public func tensor(named name: String) -> TensorInfo? {
+        index[Array(name.utf8)].map { header.tensors[$0] }
+    }
+
+    /// Absolute file offset of a tensor's first byte.
+    public func fileOffset(of t: TensorInfo) -> Int { header.dataStart + Int(t.dataOffsets.lowerBound) }
+
+    /// A borrowed view of a tensor's bytes, valid while this object is alive.
+    public func data(of t: TensorInfo) -> UnsafeRawBufferPointer {
+        let start = fileOffset(of: t)
+        return UnsafeRawBufferPointer(rebasing: mapping.bytes[start ..< start + t.byteCount])
+    }
+
+    /// The value of a one-element floating or integer tensor (e.g. a LoRA `alpha`).
+    /// - Throws: `.unsupported` when the tensor has more than one element or a dtype
+    ///   without a numeric reading.
+    public func scalarValue(of t: TensorInfo) throws -> Double {
+        guard t.elementCount == 1 else {
+            throw SafeTensorsError(.unsupported, file: path, tensor: t.name,
+                                   "expected a one-element tensor, found shape \(t.shape)")
+        }
+        let p = data(of: t)
+        func load<T>(_: T.Type) -> T { p.loadUnaligned(as: T.self) }
+        switch t.dtype {
+        case .F32: return Double(Float(bitPattern: load(UInt32.self)))
+        case .F64: return Double(bitPattern: load(UInt64.self))
+        case .F16: return Double(Float(Float16(bitPattern: load(UInt16.self))))
+        case .BF16: return Double(Float(bitPattern: UInt32(load(UInt16.self)) << 16))
+        case .I64: return Double(load(Int64.self))
+        case .I32: return Double(load(Int32.self))
+        case .I16: return Double(load(Int16.self))
+        case .I8: return Double(load(Int8.self))
+        case .U8: return Double(load(UInt8.self))
+        case .U16: return Double(load(UInt16.self))
+        case .U32: return Double(load(UInt32.self))
+        case .U64: return Double(load(UInt64.self))
+        default:
+            throw SafeTensorsError(.unsupported, file: path, tensor: t.name,
+                                   "cannot read a \(t.dtype.rawValue) value as a number")
+        }
+    }
+}
