@@ -1,0 +1,427 @@
+import SafeTensors
+
+/// The algorithm of one adapter module, decided by its set of key suffixes.
+public enum ModuleKind: String, Sendable, Codable, CaseIterable, Comparable {
+    /// LoRA / LoCon (any spelling of down/up), including Tucker `lora_mid`.
+    case lora
+    /// LyCORIS LoHa (Hadamard product), including Tucker `hada_t1/t2`.
+    case loha
+    /// LyCORIS LoKr (Kronecker product), including Tucker `lokr_t2`.
+    case lokr
+    /// Full weight difference `diff` (+ `diff_b`).
+    case full
+    /// LayerNorm/GroupNorm deltas `w_norm`/`b_norm`.
+    case norm
+    /// (IA)³ `weight` + `on_input`.
+    case ia3
+    /// GLoRA `a1/a2/b1/b2`.
+    case glora
+    /// OFT with 3-D `oft_blocks` (kohya, LyCORIS diag-OFT) or old `oft_diag`.
+    case oft
+    /// BOFT: 4-D `oft_blocks`.
+    case boft
+    /// Textual-inversion embedding bundled in the adapter (`bundle_emb.*`).
+    case embedding
+    /// Keys graft does not recognise, or only `alpha`/`dora_scale` with nothing to modify.
+    case unknown
+
+    public static func < (lhs: ModuleKind, rhs: ModuleKind) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// The kind of layer an adapter module's delta has, as far as its shapes tell.
+public enum LayerType: Sendable, Equatable, Hashable, Comparable {
+    case linear
+    /// A 2-D convolution with the given kernel (1×1 included).
+    case conv(kernelHeight: Int, kernelWidth: Int)
+    /// The shapes do not tell (flattened LoHa/LoKr factors, OFT, IA³…).
+    case unknown
+
+    /// `linear`, `conv1x1`, `conv3x3`, `unknown`.
+    public var name: String {
+        switch self {
+        case .linear: return "linear"
+        case let .conv(h, w): return "conv\(h)x\(w)"
+        case .unknown: return "unknown"
+        }
+    }
+
+    /// A convolution with a kernel larger than 1×1 (what makes a LoRA a LoCon,
+    /// and what kohya trains with `conv_dim`).
+    public var isSpatialConv: Bool {
+        if case let .conv(h, w) = self { return h * w > 1 }
+        return false
+    }
+
+    /// The layer type of a weight of this shape: 2-D linear, 4-D conv.
+    public init(weightShape dims: [Int]) {
+        switch dims.count {
+        case 2: self = .linear
+        case 4: self = .conv(kernelHeight: dims[2], kernelWidth: dims[3])
+        default: self = .unknown
+        }
+    }
+}
+
+/// The shape of the weight delta a module produces, as far as its factors tell.
+public struct DeltaShape: Sendable, Equatable {
+    /// Output features (rows of the delta), when known.
+    public let outFeatures: Int?
+    /// Input features times kernel area (columns of the flattened delta), when known.
+    public let flatInFeatures: Int?
+    /// `[]` for linear, `[kh, kw]` for conv, nil when the factors do not tell.
+    public let kernel: [Int]?
+    /// The exact delta shape for formats that store it whole (`diff`, `w_norm`).
+    public let exact: [Int]?
+
+    /// The delta as the docs write it: `[out, in, kh, kw]`, `[out, in]`, or the exact shape.
+    public var description: String {
+        if let exact { return shapeText(exact) }
+        let o = outFeatures.map(String.init) ?? "?"
+        guard let flat = flatInFeatures else { return "[\(o), ?]" }
+        if let k = kernel, k.count == 2, k[0] > 0, k[1] > 0, flat % (k[0] * k[1]) == 0 {
+            return "[\(o), \(flat / (k[0] * k[1])), \(k[0]), \(k[1])]"
+        }
+        return "[\(o), \(flat)]"
+    }
+
+    /// Whether a target weight (or row slice) of shape `target` can receive this
+    /// delta: same rows, same number of elements per row, same kernel when both
+    /// are convolutions. A linear delta fits a 1×1 conv and back.
+    public func fits(_ target: [Int]) -> Bool {
+        guard !target.isEmpty else { return false }
+        if let exact { return saturatedProduct(exact) == saturatedProduct(target) && exact.first == target.first }
+        if let o = outFeatures, o != target[0] { return false }
+        if let flat = flatInFeatures, flat != saturatedProduct(Array(target.dropFirst())) { return false }
+        if let k = kernel, k.count == 2, target.count == 4, Array(target[2...]) != k { return false }
+        return outFeatures != nil || flatInFeatures != nil
+    }
+}
+
+/// A structural problem of one adapter module; reported, never fatal.
+public struct ModuleIssue: Sendable, Equatable, Codable {
+    /// The closed set of problems.
+    public enum Kind: String, Sendable, Codable {
+        /// A factor the module's kind needs is absent (up without down…).
+        case missingPart = "missing_part"
+        /// Factor shapes disagree on the rank (or on out/in between two products).
+        case rankMismatch = "rank_mismatch"
+        /// A factor has an unusable number of dimensions.
+        case badShape = "bad_shape"
+        /// `alpha` is not a scalar or 1-element tensor, or could not be read.
+        case badAlpha = "bad_alpha"
+        /// A factor is not a floating-point tensor.
+        case nonFloatDType = "non_float_dtype"
+        /// Keys with suffixes graft does not know.
+        case unknownSuffix = "unknown_suffix"
+        /// Only `alpha`/`dora_scale`/`scale` with no weights to go with them.
+        case orphan = "orphan"
+    }
+    /// What is wrong.
+    public let kind: Kind
+    /// One lowercase sentence naming the keys and shapes involved.
+    public let message: String
+
+    public init(kind: Kind, message: String) {
+        self.kind = kind
+        self.message = message
+    }
+}
+
+/// One adapter module: the tensors that share a module prefix, with its kind,
+/// target component, rank, layer type and structural issues.
+public struct AdapterModule: Sendable {
+    /// The module prefix, e.g. `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`.
+    public let name: String
+    /// The component the module targets (unet, te, te1, te2, te3, embedding, other).
+    public internal(set) var component: Component
+    /// The naming scheme of this module's name.
+    public internal(set) var scheme: NamingScheme
+    /// The module's path inside its component with dots replaced by underscores
+    /// (`input_blocks_4_1_transformer_blocks_0_attn1_to_q`,
+    /// `text_model_encoder_layers_0_self_attn_q_proj`); what the key mapper looks up.
+    public let pathKey: String
+    /// The algorithm.
+    public let kind: ModuleKind
+    /// Whether the module carries a Tucker/CP core (`lora_mid`, `hada_t1/t2`, `lokr_t2`).
+    public let isTucker: Bool
+    /// The module's tensors by role.
+    public let parts: [PartRole: TensorInfo]
+    /// How its LoRA factors were spelled (LoRA modules only).
+    public let loraSpelling: LoRASpelling?
+    /// Keys of the module whose suffix is not recognised.
+    public let unknownKeys: [String]
+    /// The rank: `down.shape[0]` for LoRA, `hada_w1_b.shape[0]` for LoHa, the
+    /// factorised side's rank for LoKr (nil when both LoKr factors are full), `a2.shape[0]` for GLoRA.
+    public let rank: Int?
+    /// The alpha value, when the analysis was given a reader for tensor data.
+    public internal(set) var alpha: Double?
+    /// The layer type of the delta as stored.
+    public let layer: LayerType
+    /// The delta's shape, as far as the factors tell (nil for OFT/IA³/unknown).
+    public let delta: DeltaShape?
+    /// Structural problems; empty for a well-formed module.
+    public internal(set) var issues: [ModuleIssue]
+
+    /// Whether the module has a DoRA `dora_scale` modifier.
+    public var hasDoRA: Bool { parts[.doraScale] != nil }
+    /// Whether the module has no structural problems.
+    public var isValid: Bool { issues.isEmpty }
+    /// Every tensor name of the module, sorted.
+    public var keys: [String] { (parts.values.map(\.name) + unknownKeys).sorted() }
+
+    /// The DoRA axis from `dora_scale`'s shape: `"output"` when its first
+    /// dimension equals the output features, `"input"` otherwise; nil without DoRA.
+    public var doraAxis: String? {
+        guard let d = parts[.doraScale] else { return nil }
+        if let out = delta?.outFeatures, d.dim(0) == out, out != 1 { return "output" }
+        return "input"
+    }
+}
+
+extension AdapterModule {
+    /// Classifies and validates one group of keys.
+    init(name: String, parts: [PartRole: TensorInfo], spelling: LoRASpelling?, unknownKeys: [String],
+         component: Component, scheme: NamingScheme, pathKey: String) {
+        self.name = name
+        self.parts = parts
+        self.unknownKeys = unknownKeys.sorted()
+        self.component = component
+        self.scheme = scheme
+        self.pathKey = pathKey
+        self.alpha = nil
+
+        let r = Set(parts.keys)
+        var issues: [ModuleIssue] = []
+        let kind: ModuleKind
+        if component == .embedding {
+            kind = .embedding
+        } else if !r.isDisjoint(with: [.hadaW1A, .hadaW1B, .hadaW2A, .hadaW2B]) {
+            kind = .loha
+        } else if !r.isDisjoint(with: [.lokrW1, .lokrW1A, .lokrW1B, .lokrW2, .lokrW2A, .lokrW2B]) {
+            kind = .lokr
+        } else if !r.isDisjoint(with: [.down, .up, .mid]) {
+            kind = .lora
+        } else if !r.isDisjoint(with: [.gloraA1, .gloraA2, .gloraB1, .gloraB2]) {
+            kind = .glora
+        } else if let b = parts[.oftBlocks] {
+            kind = b.shape.count == 4 ? .boft : .oft
+        } else if r.contains(.oftDiag) {
+            kind = .oft
+        } else if r.contains(.diff) || r.contains(.diffBias) {
+            kind = .full
+        } else if r.contains(.wNorm) || r.contains(.bNorm) {
+            kind = .norm
+        } else if r.contains(.onInput) {
+            kind = .ia3
+        } else {
+            kind = .unknown
+        }
+        self.kind = kind
+        self.loraSpelling = kind == .lora ? spelling : nil
+        self.isTucker = r.contains(.mid) || r.contains(.hadaT1) || r.contains(.hadaT2) || r.contains(.lokrT2)
+
+        var check = FactorCheck(module: name, parts: parts)
+        var rank: Int? = nil
+        var delta: DeltaShape? = nil
+        switch kind {
+        case .lora: (rank, delta) = check.lora()
+        case .loha: (rank, delta) = check.loha()
+        case .lokr: (rank, delta) = check.lokr()
+        case .glora: (rank, delta) = check.glora()
+        case .full:
+            if let d = check.require(.diff) { delta = DeltaShape(outFeatures: d.dim(0), flatInFeatures: nil, kernel: nil, exact: d.dims) }
+        case .norm:
+            if let w = parts[.wNorm] ?? parts[.bNorm] { delta = DeltaShape(outFeatures: w.dim(0), flatInFeatures: nil, kernel: nil, exact: w.dims) }
+        case .oft, .boft:
+            if let b = parts[.oftBlocks] {
+                let n = b.shape.count
+                if n == 3 || n == 4, let nb = b.dim(n - 3), let bs = b.dim(n - 1), b.dim(n - 2) == bs {
+                    delta = DeltaShape(outFeatures: nb * bs, flatInFeatures: nil, kernel: nil, exact: nil)
+                } else {
+                    check.fail(.badShape, "\(name).oft_blocks has shape \(shapeText(b.dims)); expected (blocks, size, size) or (levels, blocks, size, size)")
+                }
+            }
+        case .ia3:
+            _ = check.require(.ia3Weight)
+        case .embedding:
+            break
+        case .unknown:
+            if unknownKeys.isEmpty {
+                check.fail(.orphan, "\(name) has only \(r.sorted().map(\.rawValue).joined(separator: ", ")) and no weights")
+            }
+        }
+        issues += check.issues
+        if !unknownKeys.isEmpty && kind != .embedding {
+            issues.append(ModuleIssue(kind: .unknownSuffix, message: "unrecognised keys: \(self.unknownKeys.joined(separator: ", "))"))
+        }
+
+        // dtype and alpha checks apply to every kind.
+        for (role, t) in parts.sorted(by: { $0.key < $1.key }) {
+            switch role {
+            case .alpha, .scale:
+                if t.saturatedElementCount != 1 {
+                    issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) has shape \(shapeText(t.dims)); expected a scalar or 1-element tensor"))
+                } else if t.dtype == .BOOL {
+                    issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) is BOOL; expected a number"))
+                }
+            case .onInput, .biasIndices, .biasSize:
+                break
+            default:
+                if !t.dtype.isFloatingPoint {
+                    issues.append(ModuleIssue(kind: .nonFloatDType, message: "\(t.name) is \(t.dtype.rawValue); expected a floating-point type"))
+                }
+            }
+        }
+        self.issues = issues
+        self.rank = rank
+        self.delta = delta
+        if let delta, let k = delta.kernel {
+            self.layer = k.isEmpty ? .linear : .conv(kernelHeight: k[0], kernelWidth: k[1])
+        } else if let exact = delta?.exact {
+            self.layer = LayerType(weightShape: exact)
+        } else {
+            self.layer = .unknown
+        }
+    }
+}
+
+/// Shape checks of the factor formats; collects issues instead of failing.
+struct FactorCheck {
+    let module: String
+    let parts: [PartRole: TensorInfo]
+    var issues: [ModuleIssue] = []
+
+    init(module: String, parts: [PartRole: TensorInfo]) {
+        self.module = module
+        self.parts = parts
+    }
+
+    mutating func fail(_ kind: ModuleIssue.Kind, _ message: String) {
+        issues.append(ModuleIssue(kind: kind, message: message))
+    }
+
+    /// The part, or an issue naming it as missing.
+    mutating func require(_ role: PartRole) -> TensorInfo? {
+        if let t = parts[role] { return t }
+        fail(.missingPart, "\(module) has no \(role.rawValue) tensor")
+        return nil
+    }
+
+    /// The part if its rank (number of dimensions) is one of `ranks`.
+    mutating func shaped(_ role: PartRole, _ ranks: Set<Int>) -> TensorInfo? {
+        guard let t = require(role) else { return nil }
+        guard ranks.contains(t.shape.count) else {
+            fail(.badShape, "\(t.name) has shape \(shapeText(t.dims)); expected \(ranks.sorted().map { "\($0)-D" }.joined(separator: " or "))")
+            return nil
+        }
+        return t
+    }
+
+    mutating func expectEqual(_ a: Int?, _ b: Int?, _ what: String) {
+        if let a, let b, a != b { fail(.rankMismatch, "\(module): \(what) (\(a) vs \(b))") }
+    }
+
+    mutating func lora() -> (Int?, DeltaShape?) {
+        let down = shaped(.down, [2, 4])
+        let up = shaped(.up, [2, 4])
+        var kernel: [Int]? = nil
+        var rank = down?.dim(0)
+        if let mid = parts[.mid] {
+            guard mid.shape.count == 4 else {
+                fail(.badShape, "\(mid.name) has shape \(shapeText(mid.dims)); expected (rank, rank, kh, kw)")
+                return (rank, nil)
+            }
+            expectEqual(mid.dim(1), down?.dim(0), "lora_mid columns and lora_down rows differ")
+            expectEqual(up?.dim(1), mid.dim(0), "lora_up columns and lora_mid rows differ")
+            kernel = [mid.dims[2], mid.dims[3]]
+            if let d = down, d.shape.count == 4, d.product(from: 2) != 1 {
+                fail(.badShape, "\(d.name) has shape \(shapeText(d.dims)); with lora_mid it must be (rank, in) or (rank, in, 1, 1)")
+            }
+        } else {
+            expectEqual(up?.dim(1), down?.dim(0), "lora_up columns and lora_down rows differ")
+            if let d = down { kernel = d.shape.count == 4 ? [d.dims[2], d.dims[3]] : [] }
+        }
+        if let u = up, u.shape.count == 4, u.product(from: 2) != 1 {
+            fail(.badShape, "\(u.name) has shape \(shapeText(u.dims)); expected (out, rank) or (out, rank, 1, 1)")
+        }
+        if rank == 0 { fail(.badShape, "\(module) has rank 0") ; rank = nil }
+        guard let down, let up else { return (rank, nil) }
+        let area = kernel.map { saturatedProduct($0) } ?? 1
+        let inFeatures = down.dim(1) ?? 0
+        return (rank, DeltaShape(outFeatures: up.dim(0), flatInFeatures: inFeatures * area, kernel: kernel, exact: nil))
+    }
+
+    mutating func loha() -> (Int?, DeltaShape?) {
+        let tucker = parts[.hadaT1] != nil || parts[.hadaT2] != nil
+        guard let w1a = shaped(.hadaW1A, [2]), let w2a = shaped(.hadaW2A, [2]) else {
+            _ = require(.hadaW1B); _ = require(.hadaW2B); return (nil, nil)
+        }
+        if tucker {
+            guard let w1b = shaped(.hadaW1B, [2]), let w2b = shaped(.hadaW2B, [2]),
+                  let t1 = shaped(.hadaT1, [4]), let t2 = shaped(.hadaT2, [4]) else { return (nil, nil) }
+            expectEqual(w1a.dim(1), w2a.dim(1), "hada_w1_a and hada_w2_a disagree on out")
+            expectEqual(w1b.dim(1), w2b.dim(1), "hada_w1_b and hada_w2_b disagree on in")
+            expectEqual(t1.dim(0), w1a.dim(0), "hada_t1 and hada_w1_a disagree on rank")
+            expectEqual(t1.dim(1), w1b.dim(0), "hada_t1 and hada_w1_b disagree on rank")
+            expectEqual(t2.dim(0), w2a.dim(0), "hada_t2 and hada_w2_a disagree on rank")
+            let kernel = [t1.dims[2], t1.dims[3]]
+            return (w1b.dim(0), DeltaShape(outFeatures: w1a.dim(1), flatInFeatures: (w1b.dim(1) ?? 0) * saturatedProduct(kernel), kernel: kernel, exact: nil))
+        }
+        guard let w1b = shaped(.hadaW1B, [2, 4]), let w2b = shaped(.hadaW2B, [2, 4]) else { return (nil, nil) }
+        expectEqual(w1a.dim(1), w1b.dim(0), "hada_w1_a columns and hada_w1_b rows differ")
+        expectEqual(w2a.dim(1), w2b.dim(0), "hada_w2_a columns and hada_w2_b rows differ")
+        expectEqual(w1a.dim(0), w2a.dim(0), "hada_w1_a and hada_w2_a disagree on out")
+        expectEqual(w1b.product(from: 1), w2b.product(from: 1), "hada_w1_b and hada_w2_b disagree on in")
+        let kernel: [Int]? = w1b.shape.count == 4 ? [w1b.dims[2], w1b.dims[3]] : nil
+        return (w1b.dim(0), DeltaShape(outFeatures: w1a.dim(0), flatInFeatures: w1b.product(from: 1), kernel: kernel, exact: nil))
+    }
+
+    mutating func lokr() -> (Int?, DeltaShape?) {
+        // W1 = w1 (a, c) or w1_a (a, r) @ w1_b (r, c).
+        var a: Int?, c: Int?, w1Rank: Int?
+        if let w1 = parts[.lokrW1] {
+            guard w1.shape.count == 2 else { fail(.badShape, "\(w1.name) has shape \(shapeText(w1.dims)); expected 2-D"); return (nil, nil) }
+            a = w1.dim(0); c = w1.dim(1)
+        } else {
+            guard let w1a = shaped(.lokrW1A, [2]), let w1b = shaped(.lokrW1B, [2]) else { return (nil, nil) }
+            expectEqual(w1a.dim(1), w1b.dim(0), "lokr_w1_a columns and lokr_w1_b rows differ")
+            a = w1a.dim(0); c = w1b.dim(1); w1Rank = w1b.dim(0)
+        }
+        // W2 = w2 (b, d[, kh, kw]) or w2_a (b, r) @ w2_b (r, d·kh·kw), or Tucker via lokr_t2.
+        var b: Int?, dFlat: Int?, kernel: [Int]?, w2Rank: Int?
+        if let w2 = parts[.lokrW2] {
+            guard w2.shape.count == 2 || w2.shape.count == 4 else {
+                fail(.badShape, "\(w2.name) has shape \(shapeText(w2.dims)); expected 2-D or 4-D"); return (nil, nil)
+            }
+            b = w2.dim(0); dFlat = w2.product(from: 1)
+            kernel = w2.shape.count == 4 ? [w2.dims[2], w2.dims[3]] : []
+        } else if let t2 = parts[.lokrT2] {
+            guard t2.shape.count == 4, let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2]) else {
+                if parts[.lokrT2]?.shape.count != 4 { fail(.badShape, "\(t2.name) has shape \(shapeText(t2.dims)); expected 4-D") }
+                return (nil, nil)
+            }
+            expectEqual(t2.dim(0), w2a.dim(0), "lokr_t2 and lokr_w2_a disagree on rank")
+            expectEqual(t2.dim(1), w2b.dim(0), "lokr_t2 and lokr_w2_b disagree on rank")
+            kernel = [t2.dims[2], t2.dims[3]]
+            b = w2a.dim(1); dFlat = (w2b.dim(1) ?? 0) * saturatedProduct(kernel ?? [])
+            w2Rank = w2b.dim(0)
+        } else {
+            guard let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2, 4]) else { return (nil, nil) }
+            expectEqual(w2a.dim(1), w2b.dim(0), "lokr_w2_a columns and lokr_w2_b rows differ")
+            b = w2a.dim(0); dFlat = w2b.product(from: 1); w2Rank = w2b.dim(0)
+            kernel = w2b.shape.count == 4 ? [w2b.dims[2], w2b.dims[3]] : nil
+        }
+        guard let a, let b, let c, let dFlat else { return (w2Rank ?? w1Rank, nil) }
+        return (w2Rank ?? w1Rank, DeltaShape(outFeatures: a * b, flatInFeatures: c * dFlat, kernel: kernel, exact: nil))
+    }
+
+    mutating func glora() -> (Int?, DeltaShape?) {
+        guard let a1 = shaped(.gloraA1, [2, 4]), let a2 = shaped(.gloraA2, [2, 4]),
+              let b1 = shaped(.gloraB1, [2, 4]), let b2 = shaped(.gloraB2, [2, 4]) else { return (nil, nil) }
+        _ = a1
+        let kernel: [Int]? = b2.shape.count == 4 ? [b2.dims[2], b2.dims[3]] : []
+        return (a2.dim(0), DeltaShape(outFeatures: b1.dim(0), flatInFeatures: b2.product(from: 1), kernel: kernel, exact: nil))
+    }
+}
