@@ -7,7 +7,7 @@
  * t = t * scale and acc + t separately (no contraction, see gk_internal.h).
  *
  * Blocking: the columns are cut into panels whose D slice (r x NC floats)
- * fits in ~64 KB; inside a panel the rows are walked in register tiles of
+ * fits in ~256 KB (L2); inside a panel the rows are walked in register tiles of
  * MR rows x NB columns whose accumulators stay in registers for the whole
  * k loop (AVX-512: 4 x 64 = 16 zmm; AVX2: 6 x 16 = 12 ymm). acc is read and
  * written once per element. */
@@ -15,7 +15,10 @@
 #include "gk_internal.h"
 
 static size_t gk_panel_cols(size_t r, size_t nb) {
-    size_t budget = 65536 / sizeof(float);  /* D panel floats */
+    /* 256 KB: the D panel stays in L2 and, for ranks <= 32, spans the whole
+     * width of SD-sized layers so acc is streamed row by row (measured best
+     * of 16 KB .. 4 MB on the dev machine). */
+    size_t budget = (256 * 1024) / sizeof(float);
     size_t nc = r ? budget / r : budget;
     nc -= nc % nb;
     if (nc < nb) nc = nb;
