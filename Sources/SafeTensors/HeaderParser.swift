@@ -100,7 +100,9 @@ extension Header {
         var cursor: UInt64 = 0
         for index in order {
             let e = entries[index]
-            let offsets = "data_offsets [\(e.begin), \(e.end)]"
+            // Messages are built only on failure: this loop runs once per tensor.
+            var offsets: String { "data_offsets [\(e.begin), \(e.end)]" }
+            var shapeText: String { describeShape(e.shape) }
             guard e.begin == cursor, e.end >= e.begin else {
                 let why: String
                 if e.end < e.begin {
@@ -113,12 +115,11 @@ extension Header {
                 throw SafeTensorsError(.invalidOffset, file: source, tensor: e.name, offset: absolute(e.begin), why)
             }
             cursor = e.end
-            let shapeText = describeShape(e.shape)
             switch TensorInfo.expectedByteCount(dtype: e.dtype, shape: e.shape) {
             case .failure(.misalignedSlice):
                 throw SafeTensorsError(
                     .misalignedSlice, file: source, tensor: e.name, offset: absolute(e.begin),
-                    "\(e.dtype.rawValue) tensor of shape \(shapeText) is not a whole number of bytes "
+                    "dtype \(e.dtype.rawValue) with shape \(shapeText) is not a whole number of bytes "
                         + "(\(e.dtype.bitCount)-bit elements)")
             case .failure:
                 throw SafeTensorsError(
@@ -175,7 +176,14 @@ struct NameBytes: Hashable {
     let name: String
     init(_ name: String) { self.name = name }
 
-    static func == (a: NameBytes, b: NameBytes) -> Bool { a.name.utf8.elementsEqual(b.name.utf8) }
+    static func == (a: NameBytes, b: NameBytes) -> Bool {
+        // Native strings store contiguous UTF-8; compare the buffers directly (hash-table
+        // probes call this often, and names tend to share long prefixes).
+        let fast = a.name.utf8.withContiguousStorageIfAvailable { x in
+            b.name.utf8.withContiguousStorageIfAvailable { y in x.count == y.count && x.elementsEqual(y) }
+        }
+        return (fast ?? nil) ?? a.name.utf8.elementsEqual(b.name.utf8)
+    }
 
     func hash(into hasher: inout Hasher) {
         var copy = name

@@ -220,7 +220,7 @@ struct JSONScanner {
             }
             appendUTF8(scalarValue)
         default:
-            throw error("invalid escape '\\\(Character(Unicode.Scalar(c)))' in string", at: escapeStart)
+            throw error("invalid escape in string: backslash followed by \(found(at: pos - 1))", at: escapeStart)
         }
     }
 
