@@ -266,16 +266,20 @@ public struct AdapterAnalysis: Sendable {
             let names = [Component.te1, .te2].filter(components.contains).map(\.rawValue).joined(separator: "/")
             votes.append((.sdxl, 2, "\(names) text-encoder modules (SDXL has two text encoders)"))
         }
-        if let te = modules.first(where: { $0.component == .te && $0.delta?.flatInFeatures != nil && ($0.pathKey.hasSuffix("q_proj") || $0.pathKey.hasSuffix("k_proj")) }),
-           let w = te.delta?.flatInFeatures {
-            switch w {
-            case 768: votes.append((.sd1, 2, "single text encoder of width 768 (CLIP-L, SD 1.x)"))
-            case 1024: votes.append((.sd2, 2, "single text encoder of width 1024 (OpenCLIP-H, SD 2.x)"))
-            case 1280: votes.append((.sdxl, 1, "text encoder of width 1280 (OpenCLIP-bigG)"))
-            default: break
+        // The width of a single text encoder: 768 CLIP-L (SD1), 1024 OpenCLIP-H (SD2).
+        // With a te2 present, a diffusers `text_encoder.` is SDXL's CLIP-L and says nothing.
+        if components.contains(.te) && !components.contains(.te2) {
+            let widths = modules.lazy.filter { $0.component == .te }.compactMap { m -> Int? in
+                guard let flat = m.delta?.flatInFeatures else { return nil }
+                if m.pathKey.hasSuffix("mlp_fc2") { return flat / 4 }
+                let inputs = ["q_proj", "k_proj", "v_proj", "out_proj", "mlp_fc1"]
+                return inputs.contains(where: m.pathKey.hasSuffix) ? flat : nil
             }
-        } else if components.contains(.te) {
-            votes.append((.unknown, 0, "single text encoder (lora_te_/text_encoder.): SD 1.x or SD 2.x"))
+            switch widths.first {
+            case 768?: votes.append((.sd1, 2, "single text encoder of width 768 (CLIP-L, SD 1.x)"))
+            case 1024?: votes.append((.sd2, 2, "single text encoder of width 1024 (OpenCLIP-H, SD 2.x)"))
+            default: votes.append((.unknown, 0, "single text encoder (lora_te_/text_encoder.): SD 1.x or SD 2.x"))
+            }
         }
         let unetKeys = modules.filter { $0.component == .unet }.map(\.pathKey)
         if unetKeys.contains(where: { $0.hasPrefix("double_blocks_") || $0.hasPrefix("single_blocks_") }) {

@@ -1,0 +1,110 @@
+import Testing
+import SafeTensors
+@testable import Adapters
+
+@Test("the shared SDXL fixtures are present (required when CI is set)")
+func sharedFixturesPresent() {
+    if !Fixtures.available {
+        if Fixtures.isCI {
+            Issue.record("missing \(Fixtures.sharedDir.path)/models/*.json or conformance/cases.json")
+        } else {
+            print("note: \(Fixtures.sharedDir.path) fixtures missing; fixture-based suites are skipped")
+        }
+    }
+}
+
+@Suite("CheckpointAnalysis on the SDXL key list", .enabled(if: Fixtures.available, "../shared/models missing"))
+struct SDXLCheckpointTests {
+    let analysis = CheckpointAnalysis(tensors: Fixtures.sdxlCheckpoint.tensors)
+
+    @Test func recognisedAsSDXLBase() {
+        #expect(analysis.architecture == .sdxlBase)
+        #expect(analysis.family == .sdxl)
+        #expect(analysis.contextWidth == 2048)
+        #expect(analysis.unetInputChannels == 4)
+        #expect(analysis.evidence.contains("attn2.to_k context width 2048"))
+    }
+
+    @Test func components() throws {
+        #expect(analysis.modelComponents == [.unet, .te1, .te2, .vae])
+        let unet = try #require(analysis.summary(of: .unet))
+        #expect(unet.prefix == "model.diffusion_model.")
+        #expect(unet.tensorCount == 1680)
+        #expect(analysis.summary(of: .te1)?.prefix == "conditioner.embedders.0.transformer.")
+        #expect(analysis.summary(of: .te2)?.prefix == "conditioner.embedders.1.model.")
+        #expect(analysis.summary(of: .vae)?.tensorCount == 248)
+        #expect(analysis.components.reduce(0) { $0 + $1.tensorCount } == 2514)
+        #expect(analysis.parameterCount == analysis.components.reduce(0) { $0 + $1.parameterCount })
+        // SDXL base is about 2.6 G UNet parameters.
+        #expect((2_500_000_000 ... 2_700_000_000).contains(unet.parameterCount))
+    }
+
+    @Test func inpaintAndRefinerVariants() {
+        let inpaint = Fixtures.sdxlCheckpoint.tensors.map { t in
+            t.name == "model.diffusion_model.input_blocks.0.0.weight" ? Fixtures.info(t.name, [320, 9, 3, 3]) : t
+        }
+        let a = CheckpointAnalysis(tensors: inpaint)
+        #expect(a.architecture == .sdxlInpaint)
+        #expect(a.unetInputChannels == 9)
+
+        let refiner = [
+            Fixtures.info("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", [768, 1280]),
+            Fixtures.info("conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight", [3840, 1280]),
+        ]
+        #expect(CheckpointAnalysis(tensors: refiner).architecture == .sdxlRefiner)
+    }
+
+    @Test func metadataDisagreementIsEvidence() {
+        let a = CheckpointAnalysis(tensors: Fixtures.sdxlCheckpoint.tensors,
+                                   metadata: ["modelspec.architecture": "stable-diffusion-v1"])
+        #expect(a.architecture == .sdxlBase)
+        #expect(a.evidence.contains { $0.contains("disagrees") })
+    }
+}
+
+@Suite("CheckpointAnalysis on synthetic key lists")
+struct SyntheticCheckpointTests {
+    @Test func sd15() throws {
+        let a = CheckpointAnalysis(tensors: Fixtures.sd15Checkpoint)
+        #expect(a.architecture == .sd1)
+        #expect(a.contextWidth == 768)
+        #expect(a.modelComponents == [.unet, .te, .vae])
+        let other = try #require(a.summary(of: .other))
+        #expect(other.prefix == "alphas_cumprod")
+    }
+
+    @Test func sd2FromContextWidth() {
+        let t = [
+            Fixtures.info("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", [320, 1024]),
+            Fixtures.info("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", [3072, 1024]),
+        ]
+        let a = CheckpointAnalysis(tensors: t)
+        #expect(a.architecture == .sd2)
+        #expect(a.modelComponents == [.unet, .te])
+    }
+
+    @Test func vaeOnly() {
+        let bare = ["encoder.conv_in.weight", "decoder.conv_out.weight", "quant_conv.weight", "post_quant_conv.weight"]
+        let a = CheckpointAnalysis(tensors: bare.map { Fixtures.info($0, [4, 4, 1, 1]) })
+        #expect(a.architecture == .vaeOnly)
+        #expect(a.modelComponents == [.vae])
+    }
+
+    @Test func fluxAndSD3() {
+        let flux = CheckpointAnalysis(tensors: [Fixtures.info("double_blocks.0.img_attn.qkv.weight", [9216, 3072]),
+                                                Fixtures.info("single_blocks.0.linear1.weight", [21504, 3072])])
+        #expect(flux.architecture == .flux)
+        #expect(flux.modelComponents == [.unet])
+        let sd3 = CheckpointAnalysis(tensors: [Fixtures.info("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", [4608, 1536]),
+                                               Fixtures.info("text_encoders.t5xxl.transformer.shared.weight", [32128, 4096])])
+        #expect(sd3.architecture == .sd3)
+        #expect(sd3.modelComponents == [.unet, .te3])
+    }
+
+    @Test func emptyAndMetadataOnlyHints() {
+        #expect(CheckpointAnalysis(tensors: []).architecture == .unknown)
+        let te = CheckpointAnalysis(tensors: [Fixtures.info("conditioner.embedders.1.model.ln_final.weight", [1280])],
+                                    metadata: ["modelspec.architecture": "stable-diffusion-xl-v1-base"])
+        #expect(te.architecture == .sdxlBase)
+    }
+}
