@@ -160,7 +160,7 @@ extension Header {
 // MARK: - Header model
 
 /// A tensor entry as read from JSON, before validation.
-struct RawTensorEntry {
+private struct RawTensorEntry {
     var name: String
     /// Absolute offset of the name's opening quote.
     var nameOffset: Int
@@ -172,7 +172,7 @@ struct RawTensorEntry {
 
 /// A tensor name keyed by its exact UTF-8 bytes (Swift's String `==` and hashing treat
 /// canonically equivalent strings as equal, which would merge NFC and NFD names).
-struct NameBytes: Hashable {
+private struct NameBytes: Hashable {
     let name: String
     init(_ name: String) { self.name = name }
 
@@ -193,7 +193,7 @@ struct NameBytes: Hashable {
 }
 
 /// Maps the JSON document onto the header model (§4), on top of `JSONScanner`.
-struct HeaderModelParser {
+private struct HeaderModelParser {
     var scanner: JSONScanner
     var entries: [RawTensorEntry] = []
     var metadata: [String: String]?
@@ -206,13 +206,13 @@ struct HeaderModelParser {
         guard let first = scanner.peek() else {
             throw scanner.error("expected an object, found end of header")
         }
-        guard first == ASCII.openBrace else {
+        guard first == JSONByte.openBrace else {
             throw scanner.error("the header must be a JSON object, found \(scanner.valueKind(at: scanner.pos))")
         }
         scanner.pos += 1
         scanner.skipWhitespace()
         var sawMetadata = false
-        if scanner.peek() == ASCII.closeBrace {
+        if scanner.peek() == JSONByte.closeBrace {
             scanner.pos += 1
         } else {
             repeat {
@@ -228,7 +228,7 @@ struct HeaderModelParser {
                     let name = scanner.string(key)
                     entries.append(try parseTensorEntry(name: name, nameOffset: key.quoteOffset))
                 }
-            } while try scanner.commaOrClose(ASCII.closeBrace, after: "object member")
+            } while try scanner.commaOrClose(JSONByte.closeBrace, after: "object member")
         }
         scanner.skipWhitespace()
         guard scanner.pos == scanner.end else {
@@ -244,7 +244,7 @@ struct HeaderModelParser {
         case 0x6E:  // n
             try scanner.readLiteral("null")
             return nil
-        case ASCII.openBrace:
+        case JSONByte.openBrace:
             break
         default:
             throw scanner.error(
@@ -253,7 +253,7 @@ struct HeaderModelParser {
         scanner.pos += 1  // depth 2
         scanner.skipWhitespace()
         var map: [String: String] = [:]
-        if scanner.peek() == ASCII.closeBrace {
+        if scanner.peek() == JSONByte.closeBrace {
             scanner.pos += 1
             return map
         }
@@ -261,20 +261,20 @@ struct HeaderModelParser {
             scanner.skipWhitespace()
             let keyToken = try scanner.readKey()
             let key = scanner.string(keyToken)
-            guard scanner.peek() == ASCII.quote else {
+            guard scanner.peek() == JSONByte.quote else {
                 throw scanner.error(
                     "`__metadata__` value for key \(quoted(key)) must be a string, "
                         + "found \(scanner.valueKind(at: scanner.pos))")
             }
             let value = try scanner.readString()
             map[key] = scanner.string(value)
-        } while try scanner.commaOrClose(ASCII.closeBrace, after: "object member")
+        } while try scanner.commaOrClose(JSONByte.closeBrace, after: "object member")
         return map
     }
 
     /// One tensor entry: `{"dtype": ..., "shape": [...], "data_offsets": [b, e], <ignored>...}`.
     private mutating func parseTensorEntry(name: String, nameOffset: Int) throws -> RawTensorEntry {
-        guard scanner.peek() == ASCII.openBrace else {
+        guard scanner.peek() == JSONByte.openBrace else {
             throw scanner.error(
                 "tensor entry must be an object with dtype, shape and data_offsets, "
                     + "found \(scanner.valueKind(at: scanner.pos))",
@@ -286,7 +286,7 @@ struct HeaderModelParser {
         var dtype: DType?
         var shape: [UInt64]?
         var offsets: (UInt64, UInt64)?
-        if scanner.peek() == ASCII.closeBrace {
+        if scanner.peek() == JSONByte.closeBrace {
             scanner.pos += 1
         } else {
             repeat {
@@ -304,7 +304,7 @@ struct HeaderModelParser {
                 } else {
                     try scanner.skipValue(parentDepth: 2)
                 }
-            } while try scanner.commaOrClose(ASCII.closeBrace, after: "object member")
+            } while try scanner.commaOrClose(JSONByte.closeBrace, after: "object member")
         }
         guard let dtype else { throw missingField("dtype", entryStart, name) }
         guard let shape else { throw missingField("shape", entryStart, name) }
@@ -323,7 +323,7 @@ struct HeaderModelParser {
 
     private mutating func parseDType(tensor: String) throws -> DType {
         let valueStart = scanner.pos
-        guard scanner.peek() == ASCII.quote else {
+        guard scanner.peek() == JSONByte.quote else {
             throw scanner.error(
                 "dtype must be a string naming one of the 22 safetensors dtypes, "
                     + "found \(scanner.valueKind(at: valueStart))",
@@ -341,7 +341,7 @@ struct HeaderModelParser {
 
     /// Reads `[u64, ...]`, at depth 3.
     private mutating func parseShape(tensor: String) throws -> [UInt64] {
-        guard scanner.peek() == ASCII.openBracket else {
+        guard scanner.peek() == JSONByte.openBracket else {
             throw scanner.error(
                 "shape must be an array of non-negative integers, found \(scanner.valueKind(at: scanner.pos))",
                 tensor: tensor)
@@ -349,21 +349,21 @@ struct HeaderModelParser {
         scanner.pos += 1
         scanner.skipWhitespace()
         var dims: [UInt64] = []
-        if scanner.peek() == ASCII.closeBracket {
+        if scanner.peek() == JSONByte.closeBracket {
             scanner.pos += 1
             return dims
         }
         repeat {
             scanner.skipWhitespace()
             dims.append(try scanner.readUInt64("shape", tensor: tensor))
-        } while try scanner.commaOrClose(ASCII.closeBracket, after: "array element")
+        } while try scanner.commaOrClose(JSONByte.closeBracket, after: "array element")
         return dims
     }
 
     /// Reads `[begin, end]`, exactly two u64 values, at depth 3.
     private mutating func parseOffsets(tensor: String) throws -> (UInt64, UInt64) {
         let valueStart = scanner.pos
-        guard scanner.peek() == ASCII.openBracket else {
+        guard scanner.peek() == JSONByte.openBracket else {
             throw scanner.error(
                 "data_offsets must be an array of two non-negative integers, "
                     + "found \(scanner.valueKind(at: valueStart))",
@@ -373,7 +373,7 @@ struct HeaderModelParser {
         scanner.skipWhitespace()
         var values: (UInt64, UInt64) = (0, 0)
         var count = 0
-        if scanner.peek() == ASCII.closeBracket {
+        if scanner.peek() == JSONByte.closeBracket {
             scanner.pos += 1
         } else {
             repeat {
@@ -387,7 +387,7 @@ struct HeaderModelParser {
                                         tensor: tensor)
                 }
                 count += 1
-            } while try scanner.commaOrClose(ASCII.closeBracket, after: "array element")
+            } while try scanner.commaOrClose(JSONByte.closeBracket, after: "array element")
         }
         guard count == 2 else {
             throw scanner.error("data_offsets must have exactly 2 elements, found \(count)", at: valueStart,
@@ -398,7 +398,7 @@ struct HeaderModelParser {
 }
 
 /// A string in double quotes for messages, shortened to 64 characters.
-func quoted(_ s: String) -> String {
+private func quoted(_ s: String) -> String {
     let shown = s.count > 64 ? String(s.prefix(64)) + "..." : s
     return "\"" + shown + "\""
 }

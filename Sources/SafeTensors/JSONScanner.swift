@@ -9,8 +9,8 @@
 // The header must already have passed `validateHeaderUTF8`, so any byte >= 0x80 inside
 // a string is part of a well-formed sequence and may be copied as is.
 
-/// ASCII byte values used by the scanner.
-enum ASCII {
+/// ASCII byte values used by the header scanner and parser.
+enum JSONByte {
     static let quote: UInt8 = 0x22          // "
     static let backslash: UInt8 = 0x5C      // \
     static let slash: UInt8 = 0x2F          // /
@@ -85,7 +85,7 @@ struct JSONScanner {
     func found(at offset: Int) -> String {
         guard offset < end else { return "end of header" }
         let b = bytes[offset]
-        if b == ASCII.space { return "a space" }
+        if b == JSONByte.space { return "a space" }
         if b > 0x20 && b < 0x7F { return "'\(Character(Unicode.Scalar(b)))'" }
         return "byte " + hexByte(b)
     }
@@ -94,10 +94,10 @@ struct JSONScanner {
     func valueKind(at offset: Int) -> String {
         guard offset < end else { return "end of header" }
         switch bytes[offset] {
-        case ASCII.openBrace: return "an object"
-        case ASCII.openBracket: return "an array"
-        case ASCII.quote: return "a string"
-        case ASCII.minus, ASCII.zero...ASCII.nine: return "a number"
+        case JSONByte.openBrace: return "an object"
+        case JSONByte.openBracket: return "an array"
+        case JSONByte.quote: return "a string"
+        case JSONByte.minus, JSONByte.zero...JSONByte.nine: return "a number"
         case 0x74, 0x66: return "a boolean"  // t, f
         case 0x6E: return "null"  // n
         default: return found(at: offset)
@@ -111,7 +111,7 @@ struct JSONScanner {
     @inline(__always) mutating func skipWhitespace() {
         while pos < end {
             let b = bytes[pos]
-            guard b == ASCII.space || b == ASCII.lineFeed || b == ASCII.carriageReturn || b == ASCII.tab else {
+            guard b == JSONByte.space || b == JSONByte.lineFeed || b == JSONByte.carriageReturn || b == JSONByte.tab else {
                 return
             }
             pos += 1
@@ -128,21 +128,21 @@ struct JSONScanner {
     mutating func commaOrClose(_ close: UInt8, after what: String) throws -> Bool {
         skipWhitespace()
         if pos < end {
-            if bytes[pos] == ASCII.comma { pos += 1; return true }
+            if bytes[pos] == JSONByte.comma { pos += 1; return true }
             if bytes[pos] == close { pos += 1; return false }
         }
-        let closeText = close == ASCII.closeBrace ? "'}'" : "']'"
+        let closeText = close == JSONByte.closeBrace ? "'}'" : "']'"
         throw error("expected ',' or \(closeText) after \(what), found \(found(at: pos))")
     }
 
     /// Reads an object key and the ':' after it; `pos` must be at the key (whitespace skipped).
     mutating func readKey() throws -> JSONStringToken {
-        guard pos < end, bytes[pos] == ASCII.quote else {
+        guard pos < end, bytes[pos] == JSONByte.quote else {
             throw error("expected a string key, found \(found(at: pos))")
         }
         let key = try readString()
         skipWhitespace()
-        try expect(ASCII.colon, "':' after object key")
+        try expect(JSONByte.colon, "':' after object key")
         skipWhitespace()
         return key
     }
@@ -157,11 +157,11 @@ struct JSONScanner {
         // Fast path: a run of plain bytes ended by the closing quote.
         while pos < end {
             let b = bytes[pos]
-            if b == ASCII.quote {
+            if b == JSONByte.quote {
                 pos += 1
                 return JSONStringToken(quoteOffset: quote, start: start, end: pos - 1, escaped: false)
             }
-            if b == ASCII.backslash { break }
+            if b == JSONByte.backslash { break }
             if b < 0x20 { throw error("control character \(hexByte(b)) must be escaped inside a string") }
             pos += 1
         }
@@ -171,13 +171,13 @@ struct JSONScanner {
         var runStart = start
         while pos < end {
             let b = bytes[pos]
-            if b == ASCII.quote {
+            if b == JSONByte.quote {
                 scratch.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[runStart..<pos]))
                 pos += 1
                 return JSONStringToken(quoteOffset: quote, start: start, end: pos - 1, escaped: true)
             }
             if b < 0x20 { throw error("control character \(hexByte(b)) must be escaped inside a string") }
-            if b != ASCII.backslash { pos += 1; continue }
+            if b != JSONByte.backslash { pos += 1; continue }
             scratch.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[runStart..<pos]))
             try readEscape()
             runStart = pos
@@ -193,7 +193,7 @@ struct JSONScanner {
         let c = bytes[pos]
         pos += 1
         switch c {
-        case ASCII.quote, ASCII.backslash, ASCII.slash: scratch.append(c)
+        case JSONByte.quote, JSONByte.backslash, JSONByte.slash: scratch.append(c)
         case 0x62: scratch.append(0x08)  // \b
         case 0x66: scratch.append(0x0C)  // \f
         case 0x6E: scratch.append(0x0A)  // \n
@@ -206,7 +206,7 @@ struct JSONScanner {
                 throw error("lone low surrogate \\u\(hex4(unit)) in string escape", at: escapeStart)
             }
             if (0xD800...0xDBFF).contains(unit) {
-                guard pos + 1 < end, bytes[pos] == ASCII.backslash, bytes[pos + 1] == 0x75 else {
+                guard pos + 1 < end, bytes[pos] == JSONByte.backslash, bytes[pos + 1] == 0x75 else {
                     throw error("lone high surrogate \\u\(hex4(unit)) in string escape", at: escapeStart)
                 }
                 pos += 2
@@ -231,7 +231,7 @@ struct JSONScanner {
             let b = bytes[pos]
             let digit: UInt8
             switch b {
-            case ASCII.zero...ASCII.nine: digit = b - ASCII.zero
+            case JSONByte.zero...JSONByte.nine: digit = b - JSONByte.zero
             case 0x61...0x66: digit = b - 0x61 + 10
             case 0x41...0x46: digit = b - 0x41 + 10
             default: throw error("expected a hex digit in \\u escape, found \(found(at: pos))")
@@ -288,7 +288,7 @@ struct JSONScanner {
     mutating func readNumber() throws -> JSONNumberToken {
         let start = pos
         var negative = false
-        if bytes[pos] == ASCII.minus {
+        if bytes[pos] == JSONByte.minus {
             negative = true
             pos += 1
         }
@@ -297,7 +297,7 @@ struct JSONScanner {
         }
         var value: UInt64? = 0
         let digitsStart = pos
-        if bytes[pos] == ASCII.zero {
+        if bytes[pos] == JSONByte.zero {
             pos += 1
             if pos < end, isDigit(bytes[pos]) {
                 throw error("leading zeros are not allowed in numbers", at: start)
@@ -306,7 +306,7 @@ struct JSONScanner {
             while pos < end, isDigit(bytes[pos]) {
                 if let v = value {
                     let (m, o1) = v.multipliedReportingOverflow(by: 10)
-                    let (s, o2) = m.addingReportingOverflow(UInt64(bytes[pos] - ASCII.zero))
+                    let (s, o2) = m.addingReportingOverflow(UInt64(bytes[pos] - JSONByte.zero))
                     value = (o1 || o2) ? nil : s
                 }
                 pos += 1
@@ -314,7 +314,7 @@ struct JSONScanner {
         }
         let integerDigitCount = pos - digitsStart
         var isFloat = false
-        if pos < end, bytes[pos] == ASCII.dot {
+        if pos < end, bytes[pos] == JSONByte.dot {
             isFloat = true
             pos += 1
             guard pos < end, isDigit(bytes[pos]) else {
@@ -322,10 +322,10 @@ struct JSONScanner {
             }
             while pos < end, isDigit(bytes[pos]) { pos += 1 }
         }
-        if pos < end, bytes[pos] == ASCII.lowerE || bytes[pos] == ASCII.upperE {
+        if pos < end, bytes[pos] == JSONByte.lowerE || bytes[pos] == JSONByte.upperE {
             isFloat = true
             pos += 1
-            if pos < end, bytes[pos] == ASCII.plus || bytes[pos] == ASCII.minus { pos += 1 }
+            if pos < end, bytes[pos] == JSONByte.plus || bytes[pos] == JSONByte.minus { pos += 1 }
             guard pos < end, isDigit(bytes[pos]) else {
                 throw error("expected a digit in the exponent, found \(found(at: pos))")
             }
@@ -347,7 +347,7 @@ struct JSONScanner {
     /// Reads a number that must be a non-negative integer no larger than 2^64-1
     /// (serde's `usize` on a 64-bit target). `what` names the field for messages.
     mutating func readUInt64(_ what: String, tensor: String?) throws -> UInt64 {
-        guard let b = peek(), b == ASCII.minus || isDigit(b) else {
+        guard let b = peek(), b == JSONByte.minus || isDigit(b) else {
             throw error("expected a non-negative integer in \(what), found \(valueKind(at: pos))", tensor: tensor)
         }
         let number = try readNumber()
@@ -388,23 +388,23 @@ struct JSONScanner {
             let b = bytes[pos]
             var opened = false
             switch b {
-            case ASCII.openBrace, ASCII.openBracket:
-                let isObject = b == ASCII.openBrace
+            case JSONByte.openBrace, JSONByte.openBracket:
+                let isObject = b == JSONByte.openBrace
                 guard parentDepth + stack.count + 1 <= Header.maxNestingDepth else {
                     throw error("nesting is deeper than \(Header.maxNestingDepth) levels")
                 }
                 pos += 1
                 skipWhitespace()
-                if pos < end, bytes[pos] == (isObject ? ASCII.closeBrace : ASCII.closeBracket) {
+                if pos < end, bytes[pos] == (isObject ? JSONByte.closeBrace : JSONByte.closeBracket) {
                     pos += 1  // empty container: a complete value
                 } else {
                     stack.append(isObject)
                     if isObject { _ = try readKey() } else { skipWhitespace() }
                     opened = true
                 }
-            case ASCII.quote:
+            case JSONByte.quote:
                 _ = try readString()
-            case ASCII.minus, ASCII.zero...ASCII.nine:
+            case JSONByte.minus, JSONByte.zero...JSONByte.nine:
                 let number = try readNumber()
                 try checkNumberRange(number)
             case 0x74: try readLiteral("true")
@@ -417,7 +417,7 @@ struct JSONScanner {
             // A value is complete: close containers until one has another member.
             while let isObject = stack.last {
                 let what = isObject ? "object member" : "array element"
-                if try commaOrClose(isObject ? ASCII.closeBrace : ASCII.closeBracket, after: what) {
+                if try commaOrClose(isObject ? JSONByte.closeBrace : JSONByte.closeBracket, after: what) {
                     skipWhitespace()
                     if isObject { _ = try readKey() }
                     break
@@ -440,14 +440,14 @@ struct JSONScanner {
     }
 }
 
-@inline(__always) func isDigit(_ b: UInt8) -> Bool { b &- ASCII.zero < 10 }
+@inline(__always) private func isDigit(_ b: UInt8) -> Bool { b &- JSONByte.zero < 10 }
 
-func hexByte(_ b: UInt8) -> String {
+private func hexByte(_ b: UInt8) -> String {
     let digits = Array("0123456789abcdef")
     return "0x" + String(digits[Int(b >> 4)]) + String(digits[Int(b & 0xF)])
 }
 
-func hex4(_ v: UInt16) -> String {
+private func hex4(_ v: UInt16) -> String {
     let digits = Array("0123456789abcdef")
     return (0..<4).reversed().map { String(digits[Int((v >> (UInt16($0) * 4)) & 0xF)]) }.joined()
 }

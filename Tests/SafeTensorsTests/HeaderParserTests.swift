@@ -905,7 +905,7 @@ struct PropertyTests {
         // The first file from this seed onwards that is small enough to try all 255 changes per byte.
         var fileSeed = seed
         var g = Gen.file(seed: fileSeed, maxTensors: 3)
-        while g.bytes.count > 320 || g.tensors.count < 2 {
+        while g.bytes.count > 220 || g.tensors.count < 2 {
             fileSeed &+= 1_000
             g = Gen.file(seed: fileSeed, maxTensors: 3)
         }
