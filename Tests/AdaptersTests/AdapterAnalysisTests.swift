@@ -2,17 +2,17 @@ import Testing
 import SafeTensors
 @testable import Adapters
 
-@Suite("AdapterAnalysis on the kohya SDXL LoCon", .enabled(if: Fixtures.available, "../shared/models missing"))
+@Suite("AdapterAnalysis on the kohya SDXL LoCon", .enabled(if: TestData.available, "../shared/models missing"))
 struct SDXLLoConTests {
-    let analysis = AdapterAnalysis(tensors: Fixtures.sdxlLoCon.tensors, metadata: Fixtures.sdxlLoCon.metadata) { t in
+    let analysis = AdapterAnalysis(tensors: TestData.sdxlLoCon.tensors, metadata: TestData.sdxlLoCon.metadata) { t in
         // Stand-in for reading tensor data: the file's alphas are 8 (linear, 1×1) and 4 (3×3).
         t.name.hasSuffix("_in_layers_2.alpha") || t.name.hasSuffix("_out_layers_3.alpha")
             || t.name.hasSuffix("_op.alpha") || t.name.hasSuffix("_conv.alpha") ? 4 : 8
     }
 
     @Test func kindSchemeAndBase() {
-        #expect(AdapterAnalysis.looksLikeAdapter(Fixtures.sdxlLoCon.tensors))
-        #expect(!AdapterAnalysis.looksLikeAdapter(Fixtures.sdxlCheckpoint.tensors))
+        #expect(AdapterAnalysis.looksLikeAdapter(TestData.sdxlLoCon.tensors))
+        #expect(!AdapterAnalysis.looksLikeAdapter(TestData.sdxlCheckpoint.tensors))
         #expect(analysis.kind == .locon)
         #expect(analysis.scheme == .kohyaSDXL)
         #expect(analysis.baseModel.family == .sdxl)
@@ -76,7 +76,7 @@ struct SDXLLoConTests {
 
 @Suite("AdapterAnalysis: formats, schemes and malformed modules")
 struct AdapterFormatTests {
-    static let f = Fixtures.self
+    static let f = TestData.self
 
     @Test("file kind from suffix sets", arguments: [
         (["m.hada_w1_a": [64, 4], "m.hada_w1_b": [4, 32], "m.hada_w2_a": [64, 4], "m.hada_w2_b": [4, 32], "m.alpha": []], AdapterFileKind.loha),
@@ -92,22 +92,22 @@ struct AdapterFormatTests {
         (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "n.lokr_w1": [4, 8], "n.lokr_w2": [16, 4]], .mixed),
     ] as [([String: [Int]], AdapterFileKind)])
     func fileKind(keys: [String: [Int]], kind: AdapterFileKind) {
-        let a = AdapterAnalysis(tensors: keys.map { Fixtures.info($0.key, $0.value) })
+        let a = AdapterAnalysis(tensors: keys.map { TestData.info($0.key, $0.value) })
         #expect(a.kind == kind)
         #expect(a.invalidModules.isEmpty, "\(a.invalidModules.flatMap(\.issues))")
     }
 
     @Test func loraShapesAndTucker() throws {
         let tucker = AdapterAnalysis(tensors: [
-            Fixtures.info("c.lora_down.weight", [4, 320, 1, 1]), Fixtures.info("c.lora_mid.weight", [4, 4, 3, 3]),
-            Fixtures.info("c.lora_up.weight", [640, 4, 1, 1]),
+            TestData.info("c.lora_down.weight", [4, 320, 1, 1]), TestData.info("c.lora_mid.weight", [4, 4, 3, 3]),
+            TestData.info("c.lora_up.weight", [640, 4, 1, 1]),
         ])
         let m = try #require(tucker.module(named: "c"))
         #expect(m.isTucker && m.isValid)
         #expect(m.layer == .conv(kernelHeight: 3, kernelWidth: 3))
         #expect(m.delta?.fits([640, 320, 3, 3]) == true)
         #expect(tucker.kind == .locon)
-        let lokr = AdapterAnalysis(tensors: [Fixtures.info("k.lokr_w1", [8, 16]), Fixtures.info("k.lokr_w2", [80, 20])])
+        let lokr = AdapterAnalysis(tensors: [TestData.info("k.lokr_w1", [8, 16]), TestData.info("k.lokr_w2", [80, 20])])
         #expect(lokr.modules[0].rank == nil)   // both factors full: no rank, alpha ignored
         #expect(lokr.modules[0].delta?.fits([640, 320]) == true)
     }
@@ -128,7 +128,7 @@ struct AdapterFormatTests {
         ("base_model.model.down_blocks.1.attentions.0.proj_in.lokr_w1", .peftDump, .unet),
     ])
     func scheme(key: String, scheme: NamingScheme, component: Component) throws {
-        let a = AdapterAnalysis(tensors: [Fixtures.info(key, [4, 4])])
+        let a = AdapterAnalysis(tensors: [TestData.info(key, [4, 4])])
         let m = try #require(a.modules.first)
         #expect(m.scheme == scheme)
         #expect(m.component == component)
@@ -137,10 +137,10 @@ struct AdapterFormatTests {
 
     @Test func diffusersTextEncoderIsTE1OnSDXL() throws {
         let a = AdapterAnalysis(tensors: [
-            Fixtures.info("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight", [4, 768]),
-            Fixtures.info("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight", [768, 4]),
-            Fixtures.info("text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight", [4, 1280]),
-            Fixtures.info("text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight", [1280, 4]),
+            TestData.info("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight", [4, 768]),
+            TestData.info("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight", [768, 4]),
+            TestData.info("text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight", [4, 1280]),
+            TestData.info("text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight", [1280, 4]),
         ])
         #expect(a.baseModel.family == .sdxl)
         #expect(a.moduleCounts == [.te1: 1, .te2: 1])
@@ -148,12 +148,12 @@ struct AdapterFormatTests {
     }
 
     @Test func sd1AndSD2FromTextEncoderWidth() {
-        let sd1 = AdapterAnalysis(tensors: Fixtures.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 768, in: 768, rank: 4))
+        let sd1 = AdapterAnalysis(tensors: TestData.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 768, in: 768, rank: 4))
         #expect(sd1.baseModel.family == .sd1)
-        let sd2 = AdapterAnalysis(tensors: Fixtures.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 1024, in: 1024, rank: 4))
+        let sd2 = AdapterAnalysis(tensors: TestData.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 1024, in: 1024, rank: 4))
         #expect(sd2.baseModel.family == .sd2)
         let conflict = AdapterAnalysis(
-            tensors: Fixtures.loraModule("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", out: 320, in: 768, rank: 4),
+            tensors: TestData.loraModule("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", out: 320, in: 768, rank: 4),
             metadata: ["ss_base_model_version": "sdxl_base_v1-0"])
         #expect(conflict.baseModel.family == .sd1)
         #expect(conflict.baseModel.conflicts == ["ss_base_model_version = sdxl_base_v1-0"])
@@ -171,7 +171,7 @@ struct AdapterFormatTests {
         (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "m.strange_suffix": [3]], .unknownSuffix),
     ] as [([String: [Int]], ModuleIssue.Kind)])
     func malformed(keys: [String: [Int]], issue: ModuleIssue.Kind) throws {
-        let a = AdapterAnalysis(tensors: keys.map { Fixtures.info($0.key, $0.value) })
+        let a = AdapterAnalysis(tensors: keys.map { TestData.info($0.key, $0.value) })
         let m = try #require(a.module(named: "m"))
         #expect(m.issues.map(\.kind).contains(issue), "\(m.issues)")
         #expect(!m.isValid)
@@ -180,8 +180,8 @@ struct AdapterFormatTests {
     @Test func nonFloatDTypeAndUnreadableAlpha() throws {
         struct ReadError: Error {}
         let a = AdapterAnalysis(tensors: [
-            Fixtures.info("m.lora_down.weight", [4, 32], .I8), Fixtures.info("m.lora_up.weight", [64, 4]),
-            Fixtures.info("m.alpha", [], .F32),
+            TestData.info("m.lora_down.weight", [4, 32], .I8), TestData.info("m.lora_up.weight", [64, 4]),
+            TestData.info("m.alpha", [], .F32),
         ]) { _ in throw ReadError() }
         let m = try #require(a.module(named: "m"))
         #expect(Set(m.issues.map(\.kind)) == [.nonFloatDType, .badAlpha])
@@ -191,7 +191,7 @@ struct AdapterFormatTests {
     @Test func emptyAndBundledEmbeddings() {
         let empty = AdapterAnalysis(tensors: [])
         #expect(empty.kind == .unknown && empty.scheme == .unknown)
-        let emb = AdapterAnalysis(tensors: [Fixtures.info("bundle_emb.mychar.string_to_param.*", [2, 768])])
+        let emb = AdapterAnalysis(tensors: [TestData.info("bundle_emb.mychar.string_to_param.*", [2, 768])])
         #expect(emb.kind == .embeddings)
         #expect(emb.modules.first?.component == .embedding)
     }

@@ -4,18 +4,18 @@ import SafeTensors
 
 @Test("the shared SDXL fixtures are present (required when CI is set)")
 func sharedFixturesPresent() {
-    if !Fixtures.available {
-        if Fixtures.isCI {
-            Issue.record("missing \(Fixtures.sharedDir.path)/models/*.json or conformance/cases.json")
+    if !TestData.available {
+        if TestData.isCI {
+            Issue.record("missing \(TestData.sharedDir.path)/models/*.json or conformance/cases.json")
         } else {
-            print("note: \(Fixtures.sharedDir.path) fixtures missing; fixture-based suites are skipped")
+            print("note: \(TestData.sharedDir.path) fixtures missing; fixture-based suites are skipped")
         }
     }
 }
 
-@Suite("CheckpointAnalysis on the SDXL key list", .enabled(if: Fixtures.available, "../shared/models missing"))
+@Suite("CheckpointAnalysis on the SDXL key list", .enabled(if: TestData.available, "../shared/models missing"))
 struct SDXLCheckpointTests {
-    let analysis = CheckpointAnalysis(tensors: Fixtures.sdxlCheckpoint.tensors)
+    let analysis = CheckpointAnalysis(tensors: TestData.sdxlCheckpoint.tensors)
 
     @Test func recognisedAsSDXLBase() {
         #expect(analysis.architecture == .sdxlBase)
@@ -40,22 +40,22 @@ struct SDXLCheckpointTests {
     }
 
     @Test func inpaintAndRefinerVariants() {
-        let inpaint = Fixtures.sdxlCheckpoint.tensors.map { t in
-            t.name == "model.diffusion_model.input_blocks.0.0.weight" ? Fixtures.info(t.name, [320, 9, 3, 3]) : t
+        let inpaint = TestData.sdxlCheckpoint.tensors.map { t in
+            t.name == "model.diffusion_model.input_blocks.0.0.weight" ? TestData.info(t.name, [320, 9, 3, 3]) : t
         }
         let a = CheckpointAnalysis(tensors: inpaint)
         #expect(a.architecture == .sdxlInpaint)
         #expect(a.unetInputChannels == 9)
 
         let refiner = [
-            Fixtures.info("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", [768, 1280]),
-            Fixtures.info("conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight", [3840, 1280]),
+            TestData.info("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", [768, 1280]),
+            TestData.info("conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight", [3840, 1280]),
         ]
         #expect(CheckpointAnalysis(tensors: refiner).architecture == .sdxlRefiner)
     }
 
     @Test func metadataDisagreementIsEvidence() {
-        let a = CheckpointAnalysis(tensors: Fixtures.sdxlCheckpoint.tensors,
+        let a = CheckpointAnalysis(tensors: TestData.sdxlCheckpoint.tensors,
                                    metadata: ["modelspec.architecture": "stable-diffusion-v1"])
         #expect(a.architecture == .sdxlBase)
         #expect(a.evidence.contains { $0.contains("disagrees") })
@@ -65,7 +65,7 @@ struct SDXLCheckpointTests {
 @Suite("CheckpointAnalysis on synthetic key lists")
 struct SyntheticCheckpointTests {
     @Test func sd15() throws {
-        let a = CheckpointAnalysis(tensors: Fixtures.sd15Checkpoint)
+        let a = CheckpointAnalysis(tensors: TestData.sd15Checkpoint)
         #expect(a.architecture == .sd1)
         #expect(a.contextWidth == 768)
         #expect(a.modelComponents == [.unet, .te, .vae])
@@ -75,8 +75,8 @@ struct SyntheticCheckpointTests {
 
     @Test func sd2FromContextWidth() {
         let t = [
-            Fixtures.info("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", [320, 1024]),
-            Fixtures.info("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", [3072, 1024]),
+            TestData.info("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", [320, 1024]),
+            TestData.info("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", [3072, 1024]),
         ]
         let a = CheckpointAnalysis(tensors: t)
         #expect(a.architecture == .sd2)
@@ -85,25 +85,25 @@ struct SyntheticCheckpointTests {
 
     @Test func vaeOnly() {
         let bare = ["encoder.conv_in.weight", "decoder.conv_out.weight", "quant_conv.weight", "post_quant_conv.weight"]
-        let a = CheckpointAnalysis(tensors: bare.map { Fixtures.info($0, [4, 4, 1, 1]) })
+        let a = CheckpointAnalysis(tensors: bare.map { TestData.info($0, [4, 4, 1, 1]) })
         #expect(a.architecture == .vaeOnly)
         #expect(a.modelComponents == [.vae])
     }
 
     @Test func fluxAndSD3() {
-        let flux = CheckpointAnalysis(tensors: [Fixtures.info("double_blocks.0.img_attn.qkv.weight", [9216, 3072]),
-                                                Fixtures.info("single_blocks.0.linear1.weight", [21504, 3072])])
+        let flux = CheckpointAnalysis(tensors: [TestData.info("double_blocks.0.img_attn.qkv.weight", [9216, 3072]),
+                                                TestData.info("single_blocks.0.linear1.weight", [21504, 3072])])
         #expect(flux.architecture == .flux)
         #expect(flux.modelComponents == [.unet])
-        let sd3 = CheckpointAnalysis(tensors: [Fixtures.info("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", [4608, 1536]),
-                                               Fixtures.info("text_encoders.t5xxl.transformer.shared.weight", [32128, 4096])])
+        let sd3 = CheckpointAnalysis(tensors: [TestData.info("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", [4608, 1536]),
+                                               TestData.info("text_encoders.t5xxl.transformer.shared.weight", [32128, 4096])])
         #expect(sd3.architecture == .sd3)
         #expect(sd3.modelComponents == [.unet, .te3])
     }
 
     @Test func emptyAndMetadataOnlyHints() {
         #expect(CheckpointAnalysis(tensors: []).architecture == .unknown)
-        let te = CheckpointAnalysis(tensors: [Fixtures.info("conditioner.embedders.1.model.ln_final.weight", [1280])],
+        let te = CheckpointAnalysis(tensors: [TestData.info("conditioner.embedders.1.model.ln_final.weight", [1280])],
                                     metadata: ["modelspec.architecture": "stable-diffusion-xl-v1-base"])
         #expect(te.architecture == .sdxlBase)
     }

@@ -2,10 +2,10 @@ import Testing
 import SafeTensors
 @testable import Adapters
 
-@Suite("KeyMapper on SDXL", .enabled(if: Fixtures.available, "../shared/models missing"))
+@Suite("KeyMapper on SDXL", .enabled(if: TestData.available, "../shared/models missing"))
 struct SDXLKeyMapperTests {
-    let mapper = Fixtures.sdxlMapper
-    let locon = AdapterAnalysis(tensors: Fixtures.sdxlLoCon.tensors, metadata: Fixtures.sdxlLoCon.metadata)
+    let mapper = TestData.sdxlMapper
+    let locon = AdapterAnalysis(tensors: TestData.sdxlLoCon.tensors, metadata: TestData.sdxlLoCon.metadata)
 
     @Test func everyLoConModuleResolves() throws {
         try mapper.checkCompatible(locon)
@@ -56,7 +56,7 @@ struct SDXLKeyMapperTests {
     @Test func conformanceCasesTouchedBy() throws {
         // Every module cases.json says touches a key (for L1 and L2) must resolve to
         // that key and to the same rows; L1's modules are rebuilt from the shapes given.
-        let keys = try #require(Fixtures.cases["keys"] as? [String: [String: Any]])
+        let keys = try #require(TestData.cases["keys"] as? [String: [String: Any]])
         var checked = 0
         for (key, entry) in keys {
             let touched = entry["touched_by"] as? [String: [[String: Any]]] ?? [:]
@@ -65,8 +65,8 @@ struct SDXLKeyMapperTests {
                     let name = try #require(t["module"] as? String)
                     let down = try #require(t["down_shape"] as? [Int])
                     let up = try #require(t["up_shape"] as? [Int])
-                    let a = AdapterAnalysis(tensors: [Fixtures.info(name + ".lora_down.weight", down),
-                                                      Fixtures.info(name + ".lora_up.weight", up)])
+                    let a = AdapterAnalysis(tensors: [TestData.info(name + ".lora_down.weight", down),
+                                                      TestData.info(name + ".lora_up.weight", up)])
                     let r = mapper.resolve(a.modules[0], adapterFamily: .sdxl)
                     let target = try #require(r.success, "\(name): \(String(describing: r.failure))")
                     #expect(target.tensorName == key)
@@ -95,10 +95,10 @@ struct SDXLKeyMapperTests {
     ])
     func diffusersBlocks(diffusers: String, sgm: String) throws {
         let original = try #require(locon.module(named: "lora_unet_" + sgm))
-        let renamed = Fixtures.sdxlLoCon.tensors.filter { $0.name.hasPrefix(original.name + ".") }.map {
-            Fixtures.info("lora_unet_" + diffusers + $0.name.dropFirst(original.name.count), $0.dims)
+        let renamed = TestData.sdxlLoCon.tensors.filter { $0.name.hasPrefix(original.name + ".") }.map {
+            TestData.info("lora_unet_" + diffusers + $0.name.dropFirst(original.name.count), $0.dims)
         }
-        let teModule = Fixtures.loraModule("lora_te1_text_model_encoder_layers_0_mlp_fc1", out: 3072, in: 768, rank: 16)
+        let teModule = TestData.loraModule("lora_te1_text_model_encoder_layers_0_mlp_fc1", out: 3072, in: 768, rank: 16)
         let a = AdapterAnalysis(tensors: renamed + teModule)
         #expect(a.scheme == .kohyaDiffusersSDXL)
         #expect(a.baseModel.family == .sdxl)
@@ -112,12 +112,12 @@ struct SDXLKeyMapperTests {
 
     @Test func peftAndLegacyDiffusersNames() throws {
         let tensors = [
-            Fixtures.info("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight", [4, 640]),
-            Fixtures.info("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight", [640, 4]),
-            Fixtures.info("unet.up_blocks.0.attentions.1.transformer_blocks.3.attn2.processor.to_out_lora.down.weight", [4, 1280]),
-            Fixtures.info("unet.up_blocks.0.attentions.1.transformer_blocks.3.attn2.processor.to_out_lora.up.weight", [1280, 4]),
-            Fixtures.info("text_encoder_2.text_model.encoder.layers.3.self_attn.k_proj.lora_A.weight", [4, 1280]),
-            Fixtures.info("text_encoder_2.text_model.encoder.layers.3.self_attn.k_proj.lora_B.weight", [1280, 4]),
+            TestData.info("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight", [4, 640]),
+            TestData.info("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight", [640, 4]),
+            TestData.info("unet.up_blocks.0.attentions.1.transformer_blocks.3.attn2.processor.to_out_lora.down.weight", [4, 1280]),
+            TestData.info("unet.up_blocks.0.attentions.1.transformer_blocks.3.attn2.processor.to_out_lora.up.weight", [1280, 4]),
+            TestData.info("text_encoder_2.text_model.encoder.layers.3.self_attn.k_proj.lora_A.weight", [4, 1280]),
+            TestData.info("text_encoder_2.text_model.encoder.layers.3.self_attn.k_proj.lora_B.weight", [1280, 4]),
         ]
         let a = AdapterAnalysis(tensors: tensors)
         #expect(a.scheme == .mixed)   // PEFT and attention-processor spellings together
@@ -135,9 +135,9 @@ struct SDXLKeyMapperTests {
     }
 
     @Test func modulesOutsideSDScriptsTargetSet() throws {
-        let tensors = Fixtures.loraModule("lora_unet_time_embed_0", out: 1280, in: 320, rank: 4)
-            + Fixtures.loraModule("lora_unet_input_blocks_0_0", out: 320, in: 4, rank: 4, kernel: [3, 3])
-            + Fixtures.loraModule("lora_te2_text_projection", out: 1280, in: 1280, rank: 4)
+        let tensors = TestData.loraModule("lora_unet_time_embed_0", out: 1280, in: 320, rank: 4)
+            + TestData.loraModule("lora_unet_input_blocks_0_0", out: 320, in: 4, rank: 4, kernel: [3, 3])
+            + TestData.loraModule("lora_te2_text_projection", out: 1280, in: 1280, rank: 4)
         let plan = mapper.plan(AdapterAnalysis(tensors: tensors))
         #expect(plan.unresolved.isEmpty, "\(plan.unresolved.compactMap(\.error))")
         #expect(plan.differingFromSDScripts.count == 3)
@@ -146,8 +146,8 @@ struct SDXLKeyMapperTests {
 
     @Test func sd1LoRAIsRejectedOnSDXL() throws {
         let sd1 = AdapterAnalysis(
-            tensors: Fixtures.loraModule("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", out: 320, in: 768, rank: 4)
-                + Fixtures.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 768, in: 768, rank: 4),
+            tensors: TestData.loraModule("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", out: 320, in: 768, rank: 4)
+                + TestData.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 768, in: 768, rank: 4),
             metadata: ["ss_base_model_version": "sd_v1"])
         #expect(sd1.baseModel.family == .sd1)
         let c = mapper.compatibility(with: sd1)
@@ -162,7 +162,7 @@ struct SDXLKeyMapperTests {
         let toK = try #require(sd1.module(named: "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"))
         #expect(mapper.resolve(toK).failure?.kind == .noSuchTensor)
         // down_blocks.1 has, but with a 2048-wide context: both shapes are named.
-        let other = AdapterAnalysis(tensors: Fixtures.loraModule(
+        let other = AdapterAnalysis(tensors: TestData.loraModule(
             "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k", out: 640, in: 768, rank: 4))
         let mismatch = try #require(mapper.resolve(other.modules[0]).failure)
         #expect(mismatch.kind == .shapeMismatch)
@@ -170,9 +170,9 @@ struct SDXLKeyMapperTests {
     }
 
     @Test func unknownPathAndBadModules() {
-        let a = AdapterAnalysis(tensors: Fixtures.loraModule("lora_unet_input_blocks_99_1_proj_in", out: 640, in: 640, rank: 4)
-            + [Fixtures.info("lora_unet_input_blocks_4_1_proj_in.lora_up.weight", [640, 4])])
-        let plan = Fixtures.sdxlMapper.plan(a)
+        let a = AdapterAnalysis(tensors: TestData.loraModule("lora_unet_input_blocks_99_1_proj_in", out: 640, in: 640, rank: 4)
+            + [TestData.info("lora_unet_input_blocks_4_1_proj_in.lora_up.weight", [640, 4])])
+        let plan = TestData.sdxlMapper.plan(a)
         #expect(plan.mappings.first { $0.module == "lora_unet_input_blocks_99_1_proj_in" }?.error?.kind == .noSuchTensor)
         // A module with no down factor still maps by name; its issue stays on the module.
         #expect(a.module(named: "lora_unet_input_blocks_4_1_proj_in")?.isValid == false)
@@ -181,7 +181,7 @@ struct SDXLKeyMapperTests {
 
 @Suite("KeyMapper on a synthetic SD1.5 checkpoint")
 struct SD15KeyMapperTests {
-    let mapper = KeyMapper(tensors: Fixtures.sd15Checkpoint)
+    let mapper = KeyMapper(tensors: TestData.sd15Checkpoint)
 
     @Test("worked examples of docs §3.5", arguments: [
         ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "input_blocks.1.1.transformer_blocks.0.attn1.to_q", [320, 320], [Int]()),
@@ -195,8 +195,8 @@ struct SD15KeyMapperTests {
     ] as [(String, String, [Int], [Int])])
     func workedExample(module: String, path: String, shape: [Int], kernel: [Int]) throws {
         let conv = kernel.count == 2
-        let tensors = Fixtures.loraModule(module, out: shape[0], in: shape[1], rank: 4, kernel: conv ? kernel : [])
-        let a = AdapterAnalysis(tensors: tensors + Fixtures.loraModule("lora_te_text_model_encoder_layers_0_mlp_fc1", out: 3072, in: 768, rank: 4))
+        let tensors = TestData.loraModule(module, out: shape[0], in: shape[1], rank: 4, kernel: conv ? kernel : [])
+        let a = AdapterAnalysis(tensors: tensors + TestData.loraModule("lora_te_text_model_encoder_layers_0_mlp_fc1", out: 3072, in: 768, rank: 4))
         #expect(a.scheme == .kohyaSD)
         #expect(a.baseModel.family == .sd1)
         let m = try #require(a.module(named: module))
@@ -209,7 +209,7 @@ struct SD15KeyMapperTests {
     @Test func projInAcceptsLinearAndConvFactors() throws {
         // SD1 proj_in is a 1×1 conv; kohya stores a 4-D factor, other trainers a 2-D one.
         for kernel in [[Int](), [1, 1]] {
-            let a = AdapterAnalysis(tensors: Fixtures.loraModule("lora_unet_down_blocks_0_attentions_1_proj_in", out: 320, in: 320, rank: 8, kernel: kernel))
+            let a = AdapterAnalysis(tensors: TestData.loraModule("lora_unet_down_blocks_0_attentions_1_proj_in", out: 320, in: 320, rank: 8, kernel: kernel))
             let t = try #require(mapper.resolve(a.modules[0]).success)
             #expect(t.tensorName == "model.diffusion_model.input_blocks.2.1.proj_in.weight")
             #expect(t.layer == .conv(kernelHeight: 1, kernelWidth: 1))
@@ -217,8 +217,8 @@ struct SD15KeyMapperTests {
     }
 
     @Test func textEncoderAndSGMNames() throws {
-        let a = AdapterAnalysis(tensors: Fixtures.loraModule("lora_te_text_model_encoder_layers_11_mlp_fc2", out: 768, in: 3072, rank: 4)
-            + Fixtures.loraModule("lora_unet_input_blocks_1_1_proj_in", out: 320, in: 320, rank: 4))
+        let a = AdapterAnalysis(tensors: TestData.loraModule("lora_te_text_model_encoder_layers_11_mlp_fc2", out: 768, in: 3072, rank: 4)
+            + TestData.loraModule("lora_unet_input_blocks_1_1_proj_in", out: 320, in: 320, rank: 4))
         let plan = mapper.plan(a)
         #expect(plan.unresolved.isEmpty)
         let te = try #require(plan.mappings.first { $0.component == .te })
@@ -229,20 +229,20 @@ struct SD15KeyMapperTests {
     }
 
     @Test func sdxlLoRAIsRejectedOnSD1() {
-        let sdxl = AdapterAnalysis(tensors: Fixtures.loraModule("lora_te2_text_model_encoder_layers_0_self_attn_q_proj", out: 1280, in: 1280, rank: 4))
+        let sdxl = AdapterAnalysis(tensors: TestData.loraModule("lora_te2_text_model_encoder_layers_0_self_attn_q_proj", out: 1280, in: 1280, rank: 4))
         #expect(!mapper.compatibility(with: sdxl).isCompatible)
         #expect(mapper.resolve(sdxl.modules[0]).failure?.kind == .missingComponent)
     }
 
     @Test func sd2TextEncoderThirds() throws {
-        var t: [TensorInfo] = [Fixtures.info("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", [320, 1024])]
+        var t: [TensorInfo] = [TestData.info("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", [320, 1024])]
         for n in 0 ..< 24 {
-            t.append(Fixtures.info("cond_stage_model.model.transformer.resblocks.\(n).attn.in_proj_weight", [3072, 1024]))
+            t.append(TestData.info("cond_stage_model.model.transformer.resblocks.\(n).attn.in_proj_weight", [3072, 1024]))
         }
         let sd2 = KeyMapper(tensors: t)
         #expect(sd2.checkpoint.architecture == .sd2)
-        let a = AdapterAnalysis(tensors: Fixtures.loraModule("lora_te_text_model_encoder_layers_22_self_attn_k_proj", out: 1024, in: 1024, rank: 4)
-            + Fixtures.loraModule("lora_te_text_model_encoder_layers_23_self_attn_q_proj", out: 1024, in: 1024, rank: 4))
+        let a = AdapterAnalysis(tensors: TestData.loraModule("lora_te_text_model_encoder_layers_22_self_attn_k_proj", out: 1024, in: 1024, rank: 4)
+            + TestData.loraModule("lora_te_text_model_encoder_layers_23_self_attn_q_proj", out: 1024, in: 1024, rank: 4))
         #expect(a.baseModel.family == .sd2)
         let plan = sd2.plan(a)
         let k = try #require(plan.mappings[0].target)

@@ -3,7 +3,7 @@ import Testing
 import SafeTensors
 @testable import Adapters
 
-@Suite("ListReport JSON", .enabled(if: Fixtures.available, "../shared/models missing"))
+@Suite("ListReport JSON", .enabled(if: TestData.available, "../shared/models missing"))
 struct ListReportTests {
     func json(_ r: ListReport) throws -> [String: Any] {
         let enc = JSONEncoder()
@@ -15,7 +15,7 @@ struct ListReportTests {
     }
 
     @Test func adapterReport() throws {
-        let (tensors, metadata) = Fixtures.sdxlLoCon
+        let (tensors, metadata) = TestData.sdxlLoCon
         let r = ListReport(tensors: tensors, metadata: metadata, alphaValue: { _ in 8 }, includeModules: true)
         let j = try json(r)
         #expect(j["schema"] as? Int == 1)
@@ -36,7 +36,7 @@ struct ListReportTests {
     }
 
     @Test func checkpointReport() throws {
-        let (tensors, _) = Fixtures.sdxlCheckpoint
+        let (tensors, _) = TestData.sdxlCheckpoint
         let j = try json(ListReport(tensors: tensors, metadata: nil))
         #expect(j["kind"] as? String == "checkpoint")
         let c = try #require(j["checkpoint"] as? [String: Any])
@@ -50,7 +50,7 @@ struct ListReportTests {
         let tags = #"{"10_char": {"1girl": 12, "smile": 3}, "5_style": {"outdoors": 2}}"#
         let md = ["ss_tag_frequency": tags, "ss_datasets": String(repeating: "x", count: 300), "ss_num_train_images": "40",
                   "ss_epoch": "10", "ss_steps": "400"]
-        let r = ListReport(tensors: Fixtures.loraModule("lora_unet_x", out: 4, in: 4, rank: 2), metadata: md)
+        let r = ListReport(tensors: TestData.loraModule("lora_unet_x", out: 4, in: 4, rank: 2), metadata: md)
         #expect(r.metadata["ss_tag_frequency"] == nil)
         let s = try #require(r.metadataSummaries["ss_tag_frequency"])
         #expect(s.byteCount == tags.utf8.count && s.entryCount == 2 && s.nestedEntryCount == 3 && s.jsonKind == "object")

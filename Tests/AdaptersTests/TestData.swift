@@ -3,7 +3,7 @@ import SafeTensors
 @testable import Adapters
 
 /// Shared fixtures: the SDXL key lists from ../shared/models and synthetic key lists.
-enum Fixtures {
+enum TestData {
     static let sharedDir: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("shared")
