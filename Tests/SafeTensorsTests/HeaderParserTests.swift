@@ -100,7 +100,7 @@ private struct SplitMix64: RandomNumberGenerator {
 // MARK: - Length prefix (§2 steps 1-4)
 
 @Suite("length prefix")
-struct LengthPrefixTests {
+struct HeaderLengthPrefixTests {
     @Test("a file shorter than 8 bytes is headerTooSmall", arguments: 0..<8)
     func tooSmall(length: Int) {
         expectFailure(.headerTooSmall, [UInt8](repeating: 0, count: length), detail: "\(length) bytes")
@@ -151,7 +151,7 @@ struct LengthPrefixTests {
 // MARK: - UTF-8 (§2 step 5)
 
 @Suite("strict UTF-8")
-struct UTF8Tests {
+struct HeaderUTF8Tests {
     static let invalid: [[UInt8]] = [
         [0xC0, 0xAF], [0xC1, 0xBF],               // overlong 2-byte
         [0xE0, 0x80, 0xAF], [0xE0, 0x9F, 0xBF],   // overlong 3-byte
@@ -194,7 +194,7 @@ struct UTF8Tests {
 // MARK: - JSON syntax (§3)
 
 @Suite("JSON syntax")
-struct JSONSyntaxTests {
+struct HeaderJSONSyntaxTests {
     static let one = entry("a", "U8", [1], 0, 1)
 
     @Test("SP, HT, LF and CR are accepted before and after the object",
@@ -328,7 +328,7 @@ struct JSONSyntaxTests {
 // MARK: - Numbers (§3)
 
 @Suite("numbers")
-struct NumberTests {
+struct HeaderNumberTests {
     @Test("shape and data_offsets accept only non-negative integers up to 2^64-1",
           arguments: ["2.0", "2e0", "2E0", "-0", "-2", "02", "00", "+1", "18446744073709551616",
                       "99999999999999999999999", "2.5", ".5", "2.", "1e", "-", "\"2\"", "true", "null", "[2]", "{}"])
@@ -513,7 +513,7 @@ struct HeaderModelTests {
 // MARK: - Duplicate names (graft's deliberate rule)
 
 @Suite("duplicate tensor names")
-struct DuplicateNameTests {
+struct HeaderDuplicateNameTests {
     @Test("a byte-identical name twice is rejected with duplicateTensor")
     func duplicate() {
         let json = "{" + entry("w", "U8", [1], 0, 1) + "," + entry("w", "U8", [1], 1, 2) + "}"
@@ -554,7 +554,7 @@ struct DuplicateNameTests {
 // MARK: - Tensor table validation (§5) and coverage (§2 step 8)
 
 @Suite("tensor table validation")
-struct ValidationTests {
+struct HeaderValidationTests {
     private func file(_ entries: [String], dataCount: Int) -> [UInt8] {
         makeFile("{" + entries.joined(separator: ",") + "}", dataCount: dataCount)
     }
@@ -866,7 +866,7 @@ private func checkInvariants(_ header: Header, fileSize: Int, context: String, s
 // MARK: - Property tests
 
 @Suite("properties (seeded)")
-struct PropertyTests {
+struct HeaderPropertyTests {
     @Test("random valid files parse back to exactly their tensors and metadata", arguments: 0..<300 as Range<UInt64>)
     func roundTrip(seed: UInt64) throws {
         let g = Gen.file(seed: seed)
@@ -1013,7 +1013,7 @@ private enum Reference {
 }
 
 @Suite("reference cross-check")
-struct ReferenceCrossCheckTests {
+struct HeaderReferenceCrossCheckTests {
     /// Headers that are malformed (or valid in unusual ways), with the data size they need.
     static let curated: [(String, Int)] = [
         ("{}", 0), ("{}", 1), (" \t\r\n{} \t\r\n", 0), ("{}\u{0}", 0), ("{}\u{C}", 0), ("\u{FEFF}{}", 0), ("", 0),
