@@ -12,7 +12,8 @@
 // * `__metadata__` keys are Swift Strings (the public `Header.metadata` type), so two
 //   keys that differ only in Unicode normalisation collapse into one, the later value
 //   winning, exactly like a byte-identical duplicate key does in the reference.
-// Everything else matches the reference's verdict (accept / reject) on every input.
+// Otherwise the verdict (accept / reject) is meant to match the reference's exactly;
+// HeaderParserTests cross-checks it against the Python package.
 
 extension Header {
     /// Parses and validates the header of a safetensors file held in memory (a mapping of the
