@@ -1,7 +1,25 @@
 import ArgumentParser
 
+/// The `graft` command: safetensors model files and LoRA adapters.
 @main
 struct Graft: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "placeholder")
-    func run() throws {}
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "graft",
+        abstract: "Inspect, merge, compare and convert safetensors models and LoRA adapters.",
+        discussion: """
+            Inputs are memory-mapped and validated before use; outputs are written to a \
+            temporary file and renamed into place only when complete. '.safetensors.zst' \
+            inputs are read transparently.
+
+            EXIT STATUS
+              0   success (for diff: no differences)
+              1   diff found differences
+              2   bad input file, format error or I/O error
+              64  usage error (bad flags or arguments)
+            """,
+        version: version,
+        subcommands: [List.self, Merge.self, Diff.self, Convert.self]
+    )
 }

@@ -1,2 +1,0 @@
-// GraftEngine: merge / convert / diff as parallel per-tensor jobs.
-import SafeTensors

@@ -1,0 +1,267 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SafeTensors
+
+/// Runs an ``ExecutionPlan``: lays the output file out, then produces every tensor as a
+/// stream of bounded chunks on all cores, each written at its final offset.
+///
+/// Memory: each worker owns one fp32 accumulator of at most ``chunkElements`` elements,
+/// one output buffer of the same element count, and the fp32 copies of the LoRA factors
+/// it is applying; nothing grows with the checkpoint. Inputs are read through their
+/// read-only mappings. Output bytes do not depend on the thread count or chunk size:
+/// every element is computed by the same sequence of operations.
+public struct Executor: Sendable {
+    /// Elements per chunk (1 Mi elements = 4 MiB of fp32 accumulator).
+    public var chunkElements: Int = 1 << 20
+    /// Bytes per chunk for plain copies.
+    public var copyChunkBytes: Int = 16 << 20
+    public var threads: Int = defaultThreadCount()
+
+    public init() {}
+
+    struct Chunk {
+        let tensor: Int       // index into `jobs`
+        let start: Int        // first unit (byte, element or row, by operation)
+        let end: Int
+    }
+
+    struct Job {
+        let planned: PlannedTensor
+        let outInfo: TensorInfo
+        let outOffset: Int
+        let rows: Int
+        let columns: Int
+    }
+
+    /// Runs `plan`, writing into `output` (which the caller commits or aborts).
+    /// - Throws: the first `SafeTensorsError` / `EngineError` any worker hit.
+    public func run(_ plan: ExecutionPlan, into output: AtomicOutput, progress: ProgressCallback? = nil) throws -> ExecutionReport {
+        let t0 = monotonicSeconds()
+        let layout = try FileLayout(tensors: plan.tensors.map(\.output), metadata: plan.metadata, file: output.path)
+        var byName: [[UInt8]: PlannedTensor] = [:]
+        for p in plan.tensors { byName[Array(p.output.name.utf8)] = p }
+
+        var jobs: [Job] = []
+        var chunks: [Chunk] = []
+        var flops = 0.0
+        var merged = 0, converted = 0, copied = 0
+        for (i, info) in layout.tensors.enumerated() {
+            let p = byName[Array(info.name.utf8)]!
+            let rows = p.input.shape.isEmpty ? 1 : Int(clamping: p.input.shape[0])
+            let count = p.input.elementCount
+            let columns = rows > 0 ? count / rows : 0
+            let job = Job(planned: p, outInfo: info, outOffset: layout.fileOffset(ofTensorAt: i), rows: rows, columns: columns)
+            jobs.append(job)
+            let ji = jobs.count - 1
+            switch p.operation {
+            case .copy:
+                copied += 1
+                let n = info.byteCount
+                var s = 0
+                while s < n { let e = min(n, s + copyChunkBytes); chunks.append(Chunk(tensor: ji, start: s, end: e)); s = e }
+            case .convert:
+                converted += 1
+                var s = 0
+                while s < count { let e = min(count, s + chunkElements); chunks.append(Chunk(tensor: ji, start: s, end: e)); s = e }
+            case .merge(let deltas):
+                merged += 1
+                try Executor.validate(deltas, of: p, rows: rows, columns: columns)
+                for d in deltas { flops += 2 * Double(d.rows.count) * Double(columns) * Double(d.rank) }
+                let step = max(1, chunkElements / max(columns, 1))
+                var s = 0
+                while s < rows { let e = min(rows, s + step); chunks.append(Chunk(tensor: ji, start: s, end: e)); s = e }
+            }
+        }
+
+        try output.reserve(byteCount: layout.totalByteCount)
+        try layout.headerBytes.withUnsafeBytes { try output.write($0, at: 0) }
+        let total = layout.totalByteCount
+        let counter = WorkCounter(limit: chunks.count)
+        _ = counter.addDone(layout.headerBytes.count)
+        let nThreads = max(1, min(threads, chunks.count))
+        let precision = plan.precision
+        let chunkElements = self.chunkElements
+        nonisolated(unsafe) let jobsRef = jobs
+        nonisolated(unsafe) let chunksRef = chunks
+        runOnThreads(nThreads) { _ in
+            let worker = ChunkWorker(capacity: chunkElements, precision: precision)
+            while let ci = counter.take() {
+                let c = chunksRef[ci]
+                let job = jobsRef[c.tensor]
+                do {
+                    let n = try worker.produce(c, of: job, c.tensor, into: output)
+                    let done = counter.addDone(n)
+                    progress?(done, total)
+                } catch {
+                    counter.fail(error)
+                }
+            }
+        }
+        if let e = counter.firstError { throw e }
+        return ExecutionReport(bytesWritten: total, tensorsWritten: jobs.count, tensorsMerged: merged,
+                               tensorsConverted: converted, tensorsCopied: copied, flops: flops,
+                               seconds: monotonicSeconds() - t0, threads: nThreads)
+    }
+
+    static func validate(_ deltas: [WeightDelta], of p: PlannedTensor, rows: Int, columns: Int) throws {
+        guard p.input.dtype.isConvertibleFloat, p.output.dtype.isConvertibleFloat else {
+            throw EngineError("\(p.source.path): tensor '\(p.input.name)': cannot merge into a \(p.input.dtype.rawValue) tensor")
+        }
+        for d in deltas {
+            guard d.rows.lowerBound >= 0, d.rows.upperBound <= rows, d.rank > 0,
+                  d.up.elementCount == d.rows.count * d.rank,
+                  d.down.elementCount == d.rank * columns,
+                  d.up.dtype.isConvertibleFloat, d.down.dtype.isConvertibleFloat
+            else {
+                throw EngineError("\(d.source.path): module '\(d.label)': up \(d.up.shape) / down \(d.down.shape) (rank \(d.rank)) do not fit rows \(d.rows) x \(columns) columns of '\(p.input.name)' \(p.input.shape)")
+            }
+        }
+    }
+}
+
+/// An error of the engine (plan inconsistent with the data); one line.
+public struct EngineError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ message: String) { description = message }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Per-thread buffers and the per-chunk work.
+final class ChunkWorker {
+    private var acc: UnsafeMutablePointer<Float>
+    private var scratch: UnsafeMutablePointer<Float>
+    private var outBuf: UnsafeMutableRawPointer
+    private let capacity: Int
+    private var upBuf = FloatBuffer()
+    private var downBuf = FloatBuffer()
+    private var downKey: (tensor: Int, delta: Int)? = nil
+    private let precision: MergePrecision
+
+    init(capacity: Int, precision: MergePrecision) {
+        self.capacity = capacity
+        self.precision = precision
+        acc = .allocate(capacity: capacity)
+        scratch = .allocate(capacity: precision == .fp32 ? 1 : capacity)
+        outBuf = .allocate(byteCount: capacity * 8, alignment: 64)
+    }
+
+    deinit {
+        acc.deallocate()
+        scratch.deallocate()
+        outBuf.deallocate()
+        upBuf.p.deallocate()
+        downBuf.p.deallocate()
+    }
+
+    /// Produces one chunk and writes it; returns the number of output bytes written.
+    func produce(_ c: Executor.Chunk, of job: Executor.Job, _ jobIndex: Int, into output: AtomicOutput) throws -> Int {
+        let p = job.planned
+        let src = p.source.data(of: p.input)
+        let inSize = p.input.dtype.bitCount / 8
+        let outSize = p.output.dtype.bitCount / 8
+        switch p.operation {
+        case .copy:
+            let bytes = UnsafeRawBufferPointer(rebasing: src[c.start ..< c.end])
+            try output.write(bytes, at: job.outOffset + c.start)
+            return c.end - c.start
+        case .convert:
+            let n = c.end - c.start
+            Conversion.convert(src.baseAddress! + c.start * inSize, from: p.input.dtype,
+                               to: outBuf, p.output.dtype, count: n)
+            try output.write(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), at: job.outOffset + c.start * outSize)
+            return n * outSize
+        case .merge(let deltas):
+            let cols = job.columns
+            let n = (c.end - c.start) * cols
+            precondition(n <= capacity || c.end - c.start == 1, "chunk larger than the worker buffer")
+            if n > capacity { return try produceOversizedRow(c, job, deltas, jobIndex, output) }
+            Conversion.toFloat32(src.baseAddress! + c.start * cols * inSize, from: p.input.dtype, acc, count: n)
+            if precision != .fp32 { roundInPlace(acc, n) }
+            for (di, d) in deltas.enumerated() {
+                let lo = max(c.start, d.rows.lowerBound), hi = min(c.end, d.rows.upperBound)
+                if lo >= hi { continue }
+                try apply(d, key: (jobIndex, di), rows: lo ..< hi, chunkStart: c.start, columns: cols)
+            }
+            Conversion.fromFloat32(acc, to: outBuf, p.output.dtype, count: n)
+            try output.write(UnsafeRawBufferPointer(start: outBuf, count: n * outSize),
+                             at: job.outOffset + c.start * cols * outSize)
+            return n * outSize
+        }
+    }
+
+    /// A single row wider than the buffer (never the case for SD models; kept correct anyway).
+    private func produceOversizedRow(_ c: Executor.Chunk, _ job: Executor.Job, _ deltas: [WeightDelta], _ jobIndex: Int, _ output: AtomicOutput) throws -> Int {
+        throw EngineError("\(job.planned.source.path): tensor '\(job.planned.input.name)': a row of \(job.columns) elements exceeds the \(capacity)-element working buffer")
+    }
+
+    private func apply(_ d: WeightDelta, key: (Int, Int), rows: Range<Int>, chunkStart: Int, columns: Int) throws {
+        let r = d.rank
+        // down: [rank, columns] in fp32, converted once per (tensor, delta) per worker.
+        if downKey == nil || downKey! != key {
+            downBuf.ensure(r * columns)
+            let dsrc = d.source.data(of: d.down)
+            Conversion.toFloat32(dsrc.baseAddress!, from: d.down.dtype, downBuf.p, count: r * columns)
+            if precision != .fp32 { roundInPlace(downBuf.p, r * columns) }
+            downKey = key
+        }
+        // up rows for this chunk: [rows.count, rank].
+        let m = rows.count
+        upBuf.ensure(m * r)
+        let usrc = d.source.data(of: d.up)
+        let upSize = d.up.dtype.bitCount / 8
+        Conversion.toFloat32(usrc.baseAddress! + (rows.lowerBound - d.rows.lowerBound) * r * upSize,
+                             from: d.up.dtype, upBuf.p, count: m * r)
+        if precision != .fp32 { roundInPlace(upBuf.p, m * r) }
+        let target = acc + (rows.lowerBound - chunkStart) * columns
+        if precision == .fp32 {
+            LoRAKernel.accumulate(target, lda: columns, up: upBuf.p, ldu: r, down: downBuf.p, ldd: columns,
+                                  rows: m, columns: columns, rank: r, ratio: d.ratio, scale: d.scale)
+        } else {
+            // PyTorch at reduced precision rounds after every operation: the GEMM result,
+            // ratio * M, (ratio * M) * scale, and W + that.
+            let count = m * columns
+            scratch.update(repeating: 0, count: count)
+            LoRAKernel.accumulate(scratch, lda: columns, up: upBuf.p, ldu: r, down: downBuf.p, ldd: columns,
+                                  rows: m, columns: columns, rank: r, ratio: 1, scale: 1)
+            let round = precision == .fp16 ? roundToHalf : roundToBFloat
+            let ratio = round(d.ratio), scale = round(d.scale)
+            for i in 0..<count {
+                let mv = round(scratch[i])
+                let a = round(ratio * mv)
+                let b = round(a * scale)
+                target[i] = round(target[i] + b)
+            }
+        }
+    }
+
+    private func roundInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        let round = precision == .fp16 ? roundToHalf : roundToBFloat
+        for i in 0..<n { p[i] = round(p[i]) }
+    }
+}
+
+@inline(__always) func roundToHalf(_ x: Float) -> Float { Float(Float16(x)) }
+@inline(__always) func roundToBFloat(_ x: Float) -> Float {
+    if x.isNaN { return x }
+    let u = x.bitPattern
+    let r = (u &+ 0x7FFF &+ ((u >> 16) & 1)) & 0xFFFF_0000
+    return Float(bitPattern: r)
+}
+
+/// A growable fp32 buffer owned by one worker.
+struct FloatBuffer {
+    private(set) var p: UnsafeMutablePointer<Float> = .allocate(capacity: 1)
+    private var capacity = 1
+    mutating func ensure(_ n: Int) {
+        if n <= capacity { return }
+        p.deallocate()
+        p = .allocate(capacity: n)
+        capacity = n
+    }
+}

@@ -1,0 +1,97 @@
+import SafeTensors
+
+/// Called from worker threads with (bytes produced so far, total bytes).
+public typealias ProgressCallback = @Sendable (_ done: Int, _ total: Int) -> Void
+
+/// One low-rank update of a weight: `W[rows] += (ratio * (up @ down)) * scale`,
+/// with `up` `[rows.count, rank]` and `down` `[rank, columns]` after flattening
+/// (conv kernels flatten to `[rank, in*kh*kw]`, 1x1 and linear alike).
+public struct WeightDelta: Sendable {
+    /// The adapter file the factors live in.
+    public let source: SafeTensorsFile
+    public let up: TensorInfo
+    public let down: TensorInfo
+    /// Rows of the target (its first dimension) the update applies to; the whole
+    /// range except for q/k/v thirds of a fused `in_proj_weight`.
+    public let rows: Range<Int>
+    public let rank: Int
+    public let ratio: Float
+    /// alpha / rank (1 when the module has no alpha).
+    public let scale: Float
+    /// A label for reports, e.g. the adapter module name.
+    public let label: String
+
+    public init(source: SafeTensorsFile, up: TensorInfo, down: TensorInfo, rows: Range<Int>, rank: Int,
+                ratio: Float, scale: Float, label: String) {
+        self.source = source
+        self.up = up
+        self.down = down
+        self.rows = rows
+        self.rank = rank
+        self.ratio = ratio
+        self.scale = scale
+        self.label = label
+    }
+}
+
+/// How one output tensor is produced from one input tensor.
+public enum TensorOperation: Sendable {
+    /// The input bytes, unchanged (same dtype).
+    case copy
+    /// A floating-point dtype conversion, element by element.
+    case convert
+    /// The input weight plus low-rank updates, applied in order, computed in the
+    /// plan's arithmetic precision and rounded to the output dtype once.
+    case merge([WeightDelta])
+}
+
+/// One tensor of the output: where it comes from and what is done to it.
+public struct PlannedTensor: Sendable {
+    public let source: SafeTensorsFile
+    public let input: TensorInfo
+    public let output: OutputTensor
+    public let operation: TensorOperation
+
+    public init(source: SafeTensorsFile, input: TensorInfo, output: OutputTensor, operation: TensorOperation) {
+        self.source = source
+        self.input = input
+        self.output = output
+        self.operation = operation
+    }
+}
+
+/// Arithmetic precision of a merge (sd-scripts' `--precision`).
+public enum MergePrecision: String, Sendable, CaseIterable {
+    /// fp32 throughout, one rounding at the end (sd-scripts' default, "float").
+    case fp32
+    /// Every intermediate rounded to fp16, as PyTorch does with `--precision fp16`.
+    case fp16
+    /// Every intermediate rounded to bf16.
+    case bf16
+}
+
+/// A complete description of an output file: every tensor and the metadata.
+public struct ExecutionPlan: Sendable {
+    public var tensors: [PlannedTensor]
+    public var metadata: [String: String]?
+    public var precision: MergePrecision
+
+    public init(tensors: [PlannedTensor], metadata: [String: String]?, precision: MergePrecision = .fp32) {
+        self.tensors = tensors
+        self.metadata = metadata
+        self.precision = precision
+    }
+}
+
+/// What a run did.
+public struct ExecutionReport: Sendable {
+    public var bytesWritten: Int
+    public var tensorsWritten: Int
+    public var tensorsMerged: Int
+    public var tensorsConverted: Int
+    public var tensorsCopied: Int
+    /// 2 * rows * columns * rank summed over all deltas.
+    public var flops: Double
+    public var seconds: Double
+    public var threads: Int
+}

@@ -1,0 +1,114 @@
+import CKernels
+import SafeTensors
+
+/// Per-tensor value statistics (`graft list --stats`). Moments are over finite
+/// values; NaN and ±inf are counted separately.
+public struct TensorStatistics: Sendable, Codable, Equatable {
+    public let name: String
+    public let dtype: String
+    public let count: Int
+    public let nanCount: Int
+    public let positiveInfinityCount: Int
+    public let negativeInfinityCount: Int
+    /// nil when the tensor has no finite value or its dtype has no numeric reading here.
+    public let min: Double?
+    public let max: Double?
+    public let mean: Double?
+    public let std: Double?
+    public let absMean: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case name, dtype, count, min, max, mean, std
+        case nanCount = "nan_count"
+        case positiveInfinityCount = "pos_inf_count"
+        case negativeInfinityCount = "neg_inf_count"
+        case absMean = "abs_mean"
+    }
+
+    init(name: String, dtype: DType, stats s: gk_stats?) {
+        self.name = name
+        self.dtype = dtype.rawValue
+        guard let s else {
+            count = 0; nanCount = 0; positiveInfinityCount = 0; negativeInfinityCount = 0
+            min = nil; max = nil; mean = nil; std = nil; absMean = nil
+            return
+        }
+        count = Int(s.count)
+        nanCount = Int(s.nan_count)
+        positiveInfinityCount = Int(s.pinf_count)
+        negativeInfinityCount = Int(s.ninf_count)
+        let finite = Double(s.count - s.nan_count - s.pinf_count - s.ninf_count)
+        if finite > 0 {
+            let m = s.sum / finite
+            min = s.min
+            max = s.max
+            mean = m
+            std = (Swift.max(0, s.sum_sq / finite - m * m)).squareRoot()
+            absMean = s.sum_abs / finite
+        } else {
+            min = nil; max = nil; mean = nil; std = nil; absMean = nil
+        }
+    }
+}
+
+/// Computes ``TensorStatistics`` for many tensors, streamed in bounded chunks on all
+/// cores; per-tensor results are combined in chunk order, so they do not depend on
+/// the thread count.
+public struct StatisticsRunner: Sendable {
+    public var chunkElements = 4 << 20
+    public var threads = defaultThreadCount()
+
+    public init() {}
+
+    public func run(file: SafeTensorsFile, tensors: [TensorInfo], progress: ProgressCallback? = nil) throws -> [TensorStatistics] {
+        struct Chunk { let tensor: Int; let start: Int; let end: Int }
+        var chunks: [Chunk] = []
+        var total = 0
+        for (i, t) in tensors.enumerated() where Conversion.isSupported(t.dtype) {
+            let n = t.elementCount
+            var s = 0
+            while s < n { let e = Swift.min(n, s + chunkElements); chunks.append(Chunk(tensor: i, start: s, end: e)); s = e }
+            total += t.byteCount
+        }
+        let totalBytes = total
+        let results = UnsafeMutablePointer<gk_stats>.allocate(capacity: Swift.max(chunks.count, 1))
+        defer { results.deallocate() }
+        let counter = WorkCounter(limit: chunks.count)
+        nonisolated(unsafe) let chunksRef = chunks
+        nonisolated(unsafe) let out = results
+        runOnThreads(Swift.max(1, Swift.min(threads, chunks.count))) { _ in
+            while let ci = counter.take() {
+                let c = chunksRef[ci]
+                let t = tensors[c.tensor]
+                let size = t.dtype.bitCount / 8
+                let data = file.data(of: t)
+                var st = gk_stats()
+                _ = gk_stats_typed(data.baseAddress! + c.start * size, Conversion.code(t.dtype)!, c.end - c.start, &st)
+                out[ci] = st
+                let done = counter.addDone((c.end - c.start) * size)
+                progress?(done, totalBytes)
+            }
+        }
+        if let e = counter.firstError { throw e }
+        var perTensor = [gk_stats?](repeating: nil, count: tensors.count)
+        for (ci, c) in chunks.enumerated() {
+            if perTensor[c.tensor] == nil {
+                perTensor[c.tensor] = results[ci]
+            } else {
+                var a = perTensor[c.tensor]!
+                var b = results[ci]
+                gk_stats_combine(&a, &b)
+                perTensor[c.tensor] = a
+            }
+        }
+        return tensors.enumerated().map { i, t in
+            if Conversion.isSupported(t.dtype) && perTensor[i] == nil {
+                // Zero elements: counts are zero, no moments.
+                var empty = gk_stats()
+                empty.min = .infinity; empty.max = -.infinity
+                return TensorStatistics(name: t.name, dtype: t.dtype, stats: empty)
+            }
+            return TensorStatistics(name: t.name, dtype: t.dtype, stats: perTensor[i])
+        }
+    }
+}

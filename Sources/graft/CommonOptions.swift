@@ -1,0 +1,85 @@
+import ArgumentParser
+import SafeTensors
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Flags shared by every subcommand: output format and verbosity.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print one JSON document to stdout instead of text.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Print less (errors only).")
+    var quiet = false
+
+    @Flag(name: .shortAndLong, help: "Print more detail.")
+    var verbose = false
+
+    @Flag(inversion: .prefixedNo, help: "Show a progress bar on stderr (default: only when stderr is a terminal).")
+    var progress: Bool? = nil
+
+    /// Whether to draw progress: forced by --progress/--no-progress, else only on a
+    /// terminal whose TERM is not "dumb", and never with -q or --json.
+    var showsProgress: Bool {
+        if let progress { return progress }
+        if quiet { return false }
+        return Terminal.isInteractive(2)
+    }
+}
+
+/// Options for commands that write a file.
+struct WriteOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Output file (.safetensors, or .safetensors.zst for zstd).")
+    var output: String
+
+    @Flag(name: .shortAndLong, help: "Overwrite the output if it exists.")
+    var force = false
+}
+
+enum Terminal {
+    static func isInteractive(_ fd: Int32) -> Bool {
+        guard isatty(fd) == 1 else { return false }
+        if let term = getenv("TERM"), String(cString: term) == "dumb" { return false }
+        return true
+    }
+
+    /// Writes a line to stderr.
+    static func warn(_ message: String) {
+        writeStderr(message + "\n")
+    }
+}
+
+/// Runs a command body, turning library errors into one stderr line and exit code 2.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as ValidationError {
+        throw e
+    } catch let e as CleanExit {
+        throw e
+    } catch {
+        Terminal.warn("graft: error: \(error)")
+        throw ExitCode(2)
+    }
+}
+
+/// An error the CLI reports as exit status 2 with a one-line message.
+struct GraftFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}
+
+/// Writes straight to file descriptor 2 (unbuffered; safe from any thread).
+func writeStderr(_ s: String) {
+    var s = s
+    s.withUTF8 { buf in
+        var done = 0
+        while done < buf.count {
+            let n = write(2, buf.baseAddress! + done, buf.count - done)
+            if n <= 0 { break }
+            done += n
+        }
+    }
+}

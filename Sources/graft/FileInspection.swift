@@ -1,0 +1,192 @@
+import Adapters
+import GraftEngine
+import SafeTensors
+
+/// What `graft list` prints about one file: the Adapters layer's analysis plus the
+/// file-level facts (sizes, tensors, statistics).
+struct FileInspection: Encodable {
+    let path: String
+    let fileBytes: Int
+    let headerBytes: Int
+    let report: ListReport
+    let tensors: [TensorInfo]
+    let statistics: [TensorStatistics]?
+    let fullMetadata: [String: String]
+    /// Bytes per dtype over all tensors (not only the selected ones).
+    let bytesByDType: [String: Int]
+
+    init(file: SafeTensorsFile, selected: [TensorInfo], statistics: [TensorStatistics]?) {
+        path = file.path
+        fileBytes = file.byteCount
+        headerBytes = file.header.byteCount
+        report = ListReport(tensors: file.tensors, metadata: file.metadata,
+                            alphaValue: { try file.scalarValue(of: $0) })
+        tensors = selected
+        self.statistics = statistics
+        fullMetadata = file.metadata ?? [:]
+        bytesByDType = file.tensors.reduce(into: [:]) { $0[$1.dtype.rawValue, default: 0] += $1.byteCount }
+    }
+
+    private enum Keys: String, CodingKey {
+        case file, fileBytes = "file_bytes", headerBytes = "header_bytes", tensors, statistics, metadataFull = "metadata_full"
+    }
+
+    private struct TensorJSON: Encodable {
+        let name: String
+        let dtype: String
+        let shape: [UInt64]
+        let bytes: Int
+        let data_offsets: [UInt64]
+    }
+
+    /// The JSON document: the ListReport's keys plus file, sizes, tensors and stats.
+    func json(fullMetadata: Bool) -> some Encodable { JSONView(inspection: self) }
+
+    private struct JSONView: Encodable {
+        let inspection: FileInspection
+        func encode(to encoder: Encoder) throws { try inspection.encode(to: encoder) }
+    }
+
+    func encode(to encoder: Encoder) throws {
+        try report.encode(to: encoder)
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(path, forKey: .file)
+        try c.encode(fileBytes, forKey: .fileBytes)
+        try c.encode(headerBytes, forKey: .headerBytes)
+        try c.encode(tensors.map { TensorJSON(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, bytes: $0.byteCount,
+                                              data_offsets: [$0.dataOffsets.lowerBound, $0.dataOffsets.upperBound]) },
+                     forKey: .tensors)
+        if let statistics { try c.encode(statistics, forKey: .statistics) }
+        try c.encode(fullMetadata, forKey: .metadataFull)
+    }
+
+    // MARK: text
+
+    func text(listTensors: Bool, fullMetadata showAll: Bool, verbose: Bool) -> String {
+        var out = ""
+        func line(_ s: String = "") { out += s + "\n" }
+        func field(_ name: String, _ value: String) { line("  " + name.padding(12) + value) }
+
+        line(path)
+        if let c = report.checkpoint {
+            field("kind:", "\(c.architectureName) checkpoint")
+            if !c.evidence.isEmpty && verbose { field("evidence:", c.evidence.joined(separator: "; ")) }
+            let comps = c.components.map { "\($0.component.rawValue) \($0.tensorCount) tensors, \(formatCount($0.parameterCount)) params" }
+            if !comps.isEmpty { field("components:", comps.joined(separator: "; ")) }
+        } else if let a = report.adapter {
+            let tucker = a.hasTucker ? " (Tucker)" : ""
+            let dora = a.hasDora && a.kind != .dora ? " + DoRA" : ""
+            field("kind:", "\(a.kindName)\(tucker)\(dora) adapter, \(a.schemeName) names")
+            field("base model:", a.baseModel.name + (a.baseModel.evidence.isEmpty ? "" : " (\(a.baseModel.evidence.joined(separator: "; ")))"))
+            if !a.baseModel.conflicts.isEmpty { field("conflicts:", a.baseModel.conflicts.joined(separator: "; ")) }
+            let counts = a.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            field("modules:", "\(a.moduleCount) (\(counts))")
+            field("layers:", a.layerTypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            if !a.ranks.isEmpty { field("rank:", distribution(a.ranks.map { ("\($0.value)", $0.count) })) }
+            if !a.convRanks.isEmpty { field("conv rank:", distribution(a.convRanks.map { ("\($0.value)", $0.count) })) }
+            if !a.alphas.isEmpty { field("alpha:", distribution(a.alphas.map { (trimNumber($0.value), $0.count) })) }
+            if !a.convAlphas.isEmpty { field("conv alpha:", distribution(a.convAlphas.map { (trimNumber($0.value), $0.count) })) }
+            if a.alphasRead && a.alphas.isEmpty && a.convAlphas.isEmpty { field("alpha:", "none stored (alpha = rank)") }
+            let t = a.training
+            var training: [String] = []
+            if let v = t.networkModule { training.append("module \(v)") }
+            if let v = t.networkDim { training.append("dim \(v)") }
+            if let v = t.networkAlpha { training.append("alpha \(trimNumber(v))") }
+            if let v = t.networkArgs, !v.isEmpty { training.append("args " + v.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")) }
+            if let v = t.baseModelVersion { training.append("base \(v)") }
+            if let v = t.resolution { training.append("resolution \(v)") }
+            if let v = t.steps { training.append("steps \(v)") }
+            if let v = t.epoch { training.append("epoch \(v)") }
+            if let v = t.numTrainImages { training.append("\(v) images") }
+            if let v = t.outputName { training.append("output \(v)") }
+            if !training.isEmpty { field("training:", training.joined(separator: ", ")) }
+            if !a.issues.isEmpty {
+                field("issues:", "\(a.issues.count)")
+                for i in a.issues.prefix(verbose ? Int.max : 10) { line("    \(i.module): \(i.message)") }
+            }
+        }
+        field("tensors:", "\(report.tensorCount), \(formatCount(report.parameterCount)) parameters")
+        field("dtypes:", report.dtypes.sorted { $0.key < $1.key }
+            .map { "\($0.key) \($0.value) (\(formatBytes(bytesByDType[$0.key] ?? 0)))" }.joined(separator: ", "))
+        field("size:", "\(formatBytes(fileBytes)), header \(formatBytes(headerBytes + 8))")
+
+        if !fullMetadata.isEmpty {
+            line("metadata (\(fullMetadata.count) keys):")
+            for key in fullMetadata.keys.sorted() {
+                let value = fullMetadata[key]!
+                if showAll {
+                    line("  \(key): \(value)")
+                } else if let s = report.metadataSummaries[key] {
+                    var desc = "<\(formatBytes(s.byteCount))"
+                    if let k = s.jsonKind { desc += " JSON \(k)" }
+                    if let n = s.entryCount { desc += ", \(n) entries" }
+                    if let n = s.nestedEntryCount { desc += ", \(n) nested" }
+                    line("  \(key): \(desc); --metadata shows it>")
+                } else {
+                    line("  \(key): \(value.count > 120 ? String(value.prefix(117)) + "..." : value)")
+                }
+            }
+        }
+        if listTensors {
+            line("tensors\(tensors.count == report.tensorCount ? "" : " (\(tensors.count) of \(report.tensorCount) shown)"):")
+            let width = min(90, tensors.map(\.name.count).max() ?? 0)
+            var statsByName: [String: TensorStatistics] = [:]
+            for s in statistics ?? [] { statsByName[s.name] = s }
+            for t in tensors {
+                var row = "  " + t.name.padding(width) + "  " + t.dtype.rawValue.padding(5) + "  "
+                    + "[\(t.shape.map(String.init).joined(separator: ", "))]".padding(22) + "  " + formatBytes(t.byteCount)
+                if let s = statsByName[t.name] {
+                    if let mn = s.min, let mx = s.max, let mean = s.mean, let std = s.std, let am = s.absMean {
+                        row += "  min \(fmt(mn)) max \(fmt(mx)) mean \(fmt(mean)) std \(fmt(std)) |x| \(fmt(am))"
+                    }
+                    if s.nanCount > 0 { row += "  nan \(s.nanCount)" }
+                    if s.positiveInfinityCount + s.negativeInfinityCount > 0 {
+                        row += "  inf \(s.positiveInfinityCount + s.negativeInfinityCount)"
+                    }
+                }
+                line(row)
+            }
+        }
+        return out
+    }
+
+}
+
+func distribution(_ values: [(String, Int)]) -> String {
+    if values.count == 1 { return values[0].0 }
+    return values.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")
+}
+
+func trimNumber(_ v: Double) -> String {
+    v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(v)
+}
+
+func formatCount(_ n: Int) -> String {
+    let v = Double(n)
+    if v >= 1e9 { return "\(String(format1: v / 1e9))B" }
+    if v >= 1e6 { return "\(String(format1: v / 1e6))M" }
+    if v >= 1e3 { return "\(String(format1: v / 1e3))K" }
+    return "\(n)"
+}
+
+/// A short scientific-ish rendering for statistics columns.
+func fmt(_ v: Double) -> String {
+    if v == 0 { return "0" }
+    let a = abs(v)
+    if a >= 0.001 && a < 10000 {
+        let scaled = (v * 10000).rounded() / 10000
+        return String(scaled)
+    }
+    var e = 0
+    var m = a
+    while m >= 10 { m /= 10; e += 1 }
+    while m < 1 { m *= 10; e -= 1 }
+    let mr = (m * 100).rounded() / 100
+    return "\(v < 0 ? "-" : "")\(mr)e\(e)"
+}
+
+extension String {
+    func padding(_ width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+}

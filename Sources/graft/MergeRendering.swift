@@ -1,0 +1,111 @@
+import Adapters
+import GraftEngine
+import SafeTensors
+
+/// Text and JSON renderings of a merge plan and its result.
+extension MergePlan {
+    func describe(verbose: Bool) -> String {
+        var out = "plan: merge \(adapters.count) adapter(s) into \(checkpointPath) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
+        for a in adapters {
+            let counts = a.analysis.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
+            out += "  \(a.path) x\(a.ratio): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
+            out += "    merged: \(a.merged.count) modules\n"
+            if verbose { for m in a.merged { out += "      \(m.module) -> \(m.target)\n" } }
+            if !a.skipped.isEmpty {
+                out += "    not merged: \(a.skipped.count)\n"
+                for s in a.skipped.prefix(verbose ? Int.max : 20) { out += "      \(s)\n" }
+            }
+            if !a.sdScriptsDiffers.isEmpty {
+                out += "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(a.sdScriptsDiffers[0].module): \(a.sdScriptsDiffers[0].treatment))\n"
+            }
+        }
+        let c = counts
+        out += "output: \(execution.tensors.count) tensors: \(c.merged) merged, \(c.converted) converted, \(c.copied) copied; \(formatBytes(outputBytes))\n"
+        return out
+    }
+
+    var counts: (merged: Int, converted: Int, copied: Int) {
+        var m = 0, v = 0, c = 0
+        for t in execution.tensors {
+            switch t.operation {
+            case .merge: m += 1
+            case .convert: v += 1
+            case .copy: c += 1
+            }
+        }
+        return (m, v, c)
+    }
+
+    var outputBytes: Int {
+        execution.tensors.reduce(0) { $0 + $1.output.dtype.bitCount / 8 * $1.input.elementCount }
+    }
+
+    func summary(execution r: ExecutionReport, output: String) -> String {
+        let modules = adapters.reduce(0) { $0 + $1.merged.count }
+        let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
+        let gflops = r.flops / max(r.seconds, 1e-9) / 1e9
+        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(output): \(r.tensorsMerged) tensors changed, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(formatBytes(r.bytesWritten)) in \(String(format1: r.seconds)) s (\(String(format1: gbs)) GB/s, \(String(format1: gflops)) GFLOP/s, \(r.threads) threads)"
+    }
+
+    func reportJSON(execution r: ExecutionReport?, output: String?) -> MergeReportJSON {
+        let c = counts
+        return MergeReportJSON(
+            schema: 1, command: "merge", dryRun: r == nil,
+            checkpoint: .init(path: checkpointPath, architecture: checkpoint.architecture.rawValue),
+            adapters: adapters.map { a in
+                .init(path: a.path, ratio: a.ratio, kind: a.analysis.kind.rawValue, scheme: a.analysis.scheme.rawValue,
+                      baseModel: a.analysis.baseModel.family.rawValue, modules: a.analysis.modules.count,
+                      mergedModules: a.merged.count,
+                      merged: a.merged.map { .init(module: $0.module, target: $0.target) },
+                      notMerged: a.skipped,
+                      sdScriptsDiffers: a.sdScriptsDiffers.map { .init(module: $0.module, treatment: $0.treatment) })
+            },
+            output: .init(path: output, tensors: execution.tensors.count, merged: c.merged, converted: c.converted,
+                          copied: c.copied, bytes: outputBytes),
+            seconds: r?.seconds, flops: r?.flops, threads: r?.threads)
+    }
+}
+
+struct MergeReportJSON: Encodable {
+    struct Checkpoint: Encodable { let path: String; let architecture: String }
+    struct Assignment: Encodable { let module: String; let target: String }
+    struct Difference: Encodable { let module: String; let treatment: String }
+    struct Adapter: Encodable {
+        let path: String
+        let ratio: Double
+        let kind: String
+        let scheme: String
+        let baseModel: String
+        let modules: Int
+        let mergedModules: Int
+        let merged: [Assignment]
+        let notMerged: [String]
+        let sdScriptsDiffers: [Difference]
+        enum CodingKeys: String, CodingKey {
+            case path, ratio, kind, scheme, modules, merged
+            case baseModel = "base_model", mergedModules = "merged_modules", notMerged = "not_merged"
+            case sdScriptsDiffers = "sd_scripts_differs"
+        }
+    }
+    struct Output: Encodable {
+        let path: String?
+        let tensors: Int
+        let merged: Int
+        let converted: Int
+        let copied: Int
+        let bytes: Int
+    }
+    let schema: Int
+    let command: String
+    let dryRun: Bool
+    let checkpoint: Checkpoint
+    let adapters: [Adapter]
+    let output: Output
+    let seconds: Double?
+    let flops: Double?
+    let threads: Int?
+    enum CodingKeys: String, CodingKey {
+        case schema, command, checkpoint, adapters, output, seconds, flops, threads
+        case dryRun = "dry_run"
+    }
+}
