@@ -18,8 +18,9 @@ import SafeTensors
 /// Memory: one pool per (dtype, distribution) actually used (a full SDXL checkpoint uses
 /// one), plus a staging buffer of ``stagingByteCount`` bytes.
 public enum SyntheticWriter {
-    /// Size of each value pool (32 MiB: 16 Mi fp16 values).
-    public static let poolByteCount = 32 << 20
+    /// Size of each value pool (16 MiB: 8 Mi fp16 values, so a value pattern repeats
+    /// every 8,388,608 fp16 elements).
+    public static let poolByteCount = 16 << 20
     /// Tensors with more elements than this (and a random fill) come from a pool.
     public static let directElementLimit = 1 << 16
     /// Small tensors are generated into one buffer and written together.
