@@ -45,6 +45,7 @@ let package = Package(
         // Synthetic models with real SD key names (any width), for samples, tests and benchmarks.
         .target(name: "Fixtures", dependencies: ["SafeTensors"]),
         .executableTarget(name: "graft-samplegen", dependencies: ["Fixtures", "SafeTensors"], path: "Sources/SampleGen"),
+        .executableTarget(name: "graft-kbench", dependencies: ["SafeTensors", "CKernels"], path: "Sources/KernelBench"),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "Fixtures"]),
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
         .testTarget(name: "GraftEngineTests", dependencies: ["GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),

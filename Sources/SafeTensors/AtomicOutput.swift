@@ -100,6 +100,19 @@ public final class AtomicOutput: @unchecked Sendable {
             if n == 0 { throw SafeTensorsError(.io, file: path, offset: UInt64(offset + done), "pwrite wrote nothing") }
             done += n
         }
+        startWriteback(offset: offset, count: bytes.count)
+    }
+
+    /// Starts writing a just-written range to disk without waiting (Linux
+    /// `sync_file_range`), so that the final fsync has little left to do and disk
+    /// writes overlap with computing the next chunks. A hint: errors are ignored
+    /// (fsync in ``commit()`` reports them).
+    private func startWriteback(offset: Int, count: Int) {
+        #if os(Linux)
+        if count >= 1 << 20 {
+            _ = sync_file_range(descriptor, off_t(offset), off_t(count), UInt32(SYNC_FILE_RANGE_WRITE))
+        }
+        #endif
     }
 
     /// Writes `bytes` at the current file position (for streamed formats such as zstd).
