@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CKernels
 
 /// An output file that appears under its final name only when it is complete.
 ///
@@ -108,11 +109,7 @@ public final class AtomicOutput: @unchecked Sendable {
     /// writes overlap with computing the next chunks. A hint: errors are ignored
     /// (fsync in ``commit()`` reports them).
     private func startWriteback(offset: Int, count: Int) {
-        #if os(Linux)
-        if count >= 1 << 20 {
-            _ = sync_file_range(descriptor, off_t(offset), off_t(count), UInt32(SYNC_FILE_RANGE_WRITE))
-        }
-        #endif
+        if count >= 1 << 20 { _ = gk_start_writeback(descriptor, Int64(offset), Int64(count)) }
     }
 
     /// Writes `bytes` at the current file position (for streamed formats such as zstd).

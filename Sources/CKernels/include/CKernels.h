@@ -150,6 +150,13 @@ void gk_diff_f32(const float *a, const float *b, size_t n, gk_diff *out);
 int gk_diff_typed(const void *a, int type_a, const void *b, int type_b, size_t n, gk_diff *out);
 void gk_diff_combine(gk_diff *a, const gk_diff *b);
 
+/* ------------------------------------------------------------------ I/O */
+
+/** Starts writeback of a written file range without waiting for it
+ *  (Linux sync_file_range with SYNC_FILE_RANGE_WRITE; a no-op elsewhere).
+ *  Returns 0 or -1 with errno set. */
+int gk_start_writeback(int fd, int64_t offset, int64_t count);
+
 #ifdef __cplusplus
 }
 #endif

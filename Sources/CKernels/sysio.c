@@ -1,0 +1,13 @@
+/* Small system-call helpers that need _GNU_SOURCE (not visible through Swift's Glibc). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include "CKernels.h"
+
+int gk_start_writeback(int fd, int64_t offset, int64_t count) {
+#ifdef __linux__
+    return sync_file_range(fd, (off_t)offset, (off_t)count, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd; (void)offset; (void)count;
+    return 0;
+#endif
+}
