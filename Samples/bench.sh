@@ -14,7 +14,9 @@
 # synced disk; graft and its baseline alternate. Writes include the fsync (graft's atomic
 # output syncs; the baseline is `cp … && sync FILE`). Peak memory is the largest RssAnon
 # of the graft process sampled every 20 ms: anonymous memory only, pages of mapped
-# files are page cache and do not count. GB = 1e9 bytes.
+# files are page cache and do not count. GB = 1e9 bytes. Order: merge (its last output is
+# kept for diff), diff, list, convert, kernels; peak disk use is about 21 GB (inputs 7.3 GB,
+# merged file, one copy), or 35 GB with --fp32.
 set -u
 export LC_ALL=C
 
@@ -131,11 +133,11 @@ print(v if isinstance(v, (int, float)) else "")' "$tmp/stdout" "$1" 2>/dev/null)
     FIELD=$(grep -oE "\"$1\" *: *[0-9.eE+-]+" "$tmp/stdout" | tail -1 | sed 's/.*: *//')
 }
 
-# compare NAME OUTBYTES INPUTS "GRAFT ARGS" "BASELINE" [KEEP]: alternates graft and the
-# baseline RUNS times each; GB/s is output bytes per second. KEEP names a path to keep
-# the last graft output at.
+# compare NAME OUTBYTES BASEBYTES INPUTS "GRAFT ARGS" "BASELINE" [KEEP]: alternates graft
+# and the baseline RUNS times each. GB/s is bytes written per second (OUTBYTES for graft,
+# BASEBYTES for the baseline). KEEP names a path to keep the last graft output at.
 compare() {
-    local name=$1 outbytes=$2 inputs=$3 gargs=$4 base=$5 keep=${6:-}
+    local name=$1 outbytes=$2 basebytes=$3 inputs=$4 gargs=$5 base=$6 keep=${7:-}
     local gs=() bs=() peaks=() i flops= fsec=
     echo
     echo "== $name ($RUNS runs each, warm cache)"
@@ -160,7 +162,7 @@ compare() {
     done
     local g b peak note
     g=$(median "${gs[@]}"); b=$(median "${bs[@]}"); peak=$(median "${peaks[@]}")
-    note="peak anon $((${peak%.*} / 1024)) MB; baseline $(calc "$outbytes / $b / 1e9" 2) GB/s"
+    note="peak anon $((${peak%.*} / 1024)) MB; baseline $(calc "$basebytes / $b / 1e9" 2) GB/s"
     if [ -n "$flops" ]; then
         local s=${fsec:-$g}
         note="$note; $(calc "$flops / $s / 1e9" 1) GFLOP/s"
@@ -171,9 +173,37 @@ compare() {
 CKPT_BYTES=$(size_of "$CKPT")
 
 # ---- merge ---------------------------------------------------------------------------
-compare "merge fp16 + r32 LoRA:1 + r16/8 LoCon:0.5" "$CKPT_BYTES" "$CKPT $LORA $LOCON" \
+compare "merge fp16 + r32 LoRA:1 + r16/8 LoCon:0.5" "$CKPT_BYTES" "$CKPT_BYTES" "$CKPT $LORA $LOCON" \
     "merge '$CKPT' '$LORA:1' '$LOCON:0.5' -o '$OUT' --force --json" \
     "cp '$CKPT' '$OUT2' && sync '$OUT2'" "$MERGED"
+
+# ---- diff ----------------------------------------------------------------------------
+echo
+echo "== diff checkpoint vs merged (the last merge output) ($RUNS runs each, warm cache)"
+if ! graft_has diff; then
+    remove "$MERGED"; skip_row "diff (vs cat A B)" "graft diff not available yet"
+elif [ -f "$MERGED" ]; then
+    gs=() bs=() peaks=()
+    for ((i = 1; i <= RUNS; i++)); do
+        warm "$CKPT" "$MERGED"
+        run_graft diff "$CKPT" "$MERGED"
+        [ "$RC" = 0 ] || [ "$RC" = 1 ] || break    # 1 = differences found
+        gs+=("$SECONDS_TAKEN"); peaks+=("$PEAK_KB")
+        warm "$CKPT" "$MERGED"
+        run_baseline "cat '$CKPT' '$MERGED' >/dev/null"
+        bs+=("$SECONDS_TAKEN")
+        printf '  run %d: graft %6.2f s   cat %6.2f s\n' "$i" "${gs[-1]}" "$SECONDS_TAKEN"
+    done
+    if [ "$RC" = 0 ] || [ "$RC" = 1 ]; then
+        g=$(median "${gs[@]}"); b=$(median "${bs[@]}")
+        row "diff (vs cat A B)" "$(calc "$g" 2)" "$(calc "$b" 2)" "$(calc "$g / $b" 2)x" \
+            "$(calc "2 * $CKPT_BYTES / $g / 1e9" 2)" "GB/s of both inputs read; peak anon $(($(median "${peaks[@]}" | cut -d. -f1) / 1024)) MB"
+    elif [ "$RC" = 99 ]; then skip_row "diff (vs cat A B)" "graft diff not available yet"
+    else fail_row "diff (vs cat A B)" diff; fi
+    remove "$MERGED"
+else
+    skip_row "diff (vs cat A B)" "no merged file (merge did not run)"
+fi
 
 # ---- list ----------------------------------------------------------------------------
 echo
@@ -192,58 +222,30 @@ if [ "$RC" -eq 0 ]; then
 else
     fail_row "list (header only)" list
 fi
-times=()
+times=() peaks=()
 for ((i = 1; i <= RUNS; i++)); do
     warm "$CKPT"
     run_graft list --stats "$CKPT"
     [ "$RC" -eq 0 ] || break
-    times+=("$SECONDS_TAKEN")
+    times+=("$SECONDS_TAKEN"); peaks+=("$PEAK_KB")
 done
 if [ "$RC" -eq 0 ]; then
     s=$(median "${times[@]}")
     echo "  graft list --stats: median $(calc "$s" 2) s"
-    row "list --stats" "$(calc "$s" 2)" "-" "-" "$(calc "$CKPT_BYTES / $s / 1e9" 2)" "GB/s of tensor data read"
+    row "list --stats" "$(calc "$s" 2)" "-" "-" "$(calc "$CKPT_BYTES / $s / 1e9" 2)" "GB/s of tensor data read; peak anon $(($(median "${peaks[@]}" | cut -d. -f1) / 1024)) MB"
 elif [ "$RC" = 99 ]; then skip_row "list --stats" "graft list --stats not available yet"
 else fail_row "list --stats" "list --stats"; fi
 
 # ---- convert -------------------------------------------------------------------------
-compare "convert fp16 -> fp32" $((CKPT_BYTES * 2)) "$CKPT" \
+compare "convert fp16 -> fp32 (vs cp of the input)" $((CKPT_BYTES * 2)) "$CKPT_BYTES" "$CKPT" \
     "convert '$CKPT' --dtype fp32 -o '$OUT' --force" \
     "cp '$CKPT' '$OUT2' && sync '$OUT2'"
 if [ -f "$CKPT32" ]; then
-    compare "convert fp32 -> fp16" "$CKPT_BYTES" "$CKPT32" \
+    compare "convert fp32 -> fp16 (vs cp of the input)" "$CKPT_BYTES" "$(size_of "$CKPT32")" "$CKPT32" \
         "convert '$CKPT32' --dtype fp16 -o '$OUT' --force" \
         "cp '$CKPT32' '$OUT2' && sync '$OUT2'"
 else
     echo; skip_row "convert fp32 -> fp16" "no fp32 input (run with --fp32 or BENCH_FP32=1)"
-fi
-
-# ---- diff ----------------------------------------------------------------------------
-echo
-echo "== diff checkpoint vs merged ($RUNS runs each, warm cache)"
-if ! graft_has diff; then
-    remove "$MERGED"; skip_row "diff (vs cat A B)" "graft diff not available yet"
-elif [ -f "$MERGED" ]; then
-    gs=() bs=()
-    for ((i = 1; i <= RUNS; i++)); do
-        warm "$CKPT" "$MERGED"
-        run_graft diff "$CKPT" "$MERGED"
-        [ "$RC" = 0 ] || [ "$RC" = 1 ] || break    # 1 = differences found
-        gs+=("$SECONDS_TAKEN")
-        warm "$CKPT" "$MERGED"
-        run_baseline "cat '$CKPT' '$MERGED' >/dev/null"
-        bs+=("$SECONDS_TAKEN")
-        printf '  run %d: graft %6.2f s   cat %6.2f s\n' "$i" "${gs[-1]}" "$SECONDS_TAKEN"
-    done
-    if [ "$RC" = 0 ] || [ "$RC" = 1 ]; then
-        g=$(median "${gs[@]}"); b=$(median "${bs[@]}")
-        row "diff (vs cat A B)" "$(calc "$g" 2)" "$(calc "$b" 2)" "$(calc "$g / $b" 2)x" \
-            "$(calc "2 * $CKPT_BYTES / $g / 1e9" 2)" "GB/s of both inputs read"
-    elif [ "$RC" = 99 ]; then skip_row "diff (vs cat A B)" "graft diff not available yet"
-    else fail_row "diff (vs cat A B)" diff; fi
-    remove "$MERGED"
-else
-    skip_row "diff (vs cat A B)" "no merged file (merge did not run)"
 fi
 
 # ---- kernels -------------------------------------------------------------------------
