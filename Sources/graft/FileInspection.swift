@@ -29,6 +29,7 @@ struct FileInspection: Encodable {
 
     private enum Keys: String, CodingKey {
         case file, fileBytes = "file_bytes", headerBytes = "header_bytes", tensors, statistics, metadataFull = "metadata_full"
+        case dtypeBytes = "dtype_bytes"
     }
 
     private struct TensorJSON: Encodable {
@@ -53,6 +54,7 @@ struct FileInspection: Encodable {
         try c.encode(path, forKey: .file)
         try c.encode(fileBytes, forKey: .fileBytes)
         try c.encode(headerBytes, forKey: .headerBytes)
+        try c.encode(bytesByDType, forKey: .dtypeBytes)
         try c.encode(tensors.map { TensorJSON(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, bytes: $0.byteCount,
                                               data_offsets: [$0.dataOffsets.lowerBound, $0.dataOffsets.upperBound]) },
                      forKey: .tensors)
@@ -65,9 +67,9 @@ struct FileInspection: Encodable {
     func text(listTensors: Bool, fullMetadata showAll: Bool, verbose: Bool) -> String {
         var out = ""
         func line(_ s: String = "") { out += s + "\n" }
-        func field(_ name: String, _ value: String) { line("  " + name.padding(12) + value) }
+        func field(_ name: String, _ value: String) { line("  " + name.padding(12) + displayable(value)) }
 
-        line(path)
+        line(displayable(path))
         if let c = report.checkpoint {
             field("kind:", "\(c.architectureName) checkpoint")
             if !c.evidence.isEmpty && verbose { field("evidence:", c.evidence.joined(separator: "; ")) }
@@ -76,7 +78,8 @@ struct FileInspection: Encodable {
         } else if let a = report.adapter {
             let tucker = a.hasTucker ? " (Tucker)" : ""
             let dora = a.hasDora && a.kind != .dora ? " + DoRA" : ""
-            field("kind:", "\(a.kindName)\(tucker)\(dora) adapter, \(a.schemeName) names")
+            field("kind:", "\(a.kindName)\(tucker)\(dora) adapter")
+            field("naming:", a.schemeName)
             field("base model:", a.baseModel.name + (a.baseModel.evidence.isEmpty ? "" : " (\(a.baseModel.evidence.joined(separator: "; ")))"))
             if !a.baseModel.conflicts.isEmpty { field("conflicts:", a.baseModel.conflicts.joined(separator: "; ")) }
             let counts = a.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
@@ -102,7 +105,7 @@ struct FileInspection: Encodable {
             if !training.isEmpty { field("training:", training.joined(separator: ", ")) }
             if !a.issues.isEmpty {
                 field("issues:", "\(a.issues.count)")
-                for i in a.issues.prefix(verbose ? Int.max : 10) { line("    \(i.module): \(i.message)") }
+                for i in a.issues.prefix(verbose ? Int.max : 10) { line("    " + displayable("\(i.module): \(i.message)")) }
             }
         }
         field("tensors:", "\(report.tensorCount), \(formatCount(report.parameterCount)) parameters")
@@ -112,11 +115,12 @@ struct FileInspection: Encodable {
 
         if !fullMetadata.isEmpty {
             line("metadata (\(fullMetadata.count) keys):")
-            for key in fullMetadata.keys.sorted() {
-                let value = fullMetadata[key]!
+            for rawKey in fullMetadata.keys.sorted() {
+                let value = displayable(fullMetadata[rawKey]!)
+                let key = displayable(rawKey)
                 if showAll {
                     line("  \(key): \(value)")
-                } else if let s = report.metadataSummaries[key] {
+                } else if let s = report.metadataSummaries[rawKey] {
                     var desc = "<\(formatBytes(s.byteCount))"
                     if let k = s.jsonKind { desc += " JSON \(k)" }
                     if let n = s.entryCount { desc += ", \(n) entries" }
@@ -129,11 +133,12 @@ struct FileInspection: Encodable {
         }
         if listTensors {
             line("tensors\(tensors.count == report.tensorCount ? "" : " (\(tensors.count) of \(report.tensorCount) shown)"):")
-            let width = min(90, tensors.map(\.name.count).max() ?? 0)
+            let names = tensors.map { displayable($0.name) }
+            let width = min(90, names.map(\.count).max() ?? 0)
             var statsByName: [String: TensorStatistics] = [:]
             for s in statistics ?? [] { statsByName[s.name] = s }
-            for t in tensors {
-                var row = "  " + t.name.padding(width) + "  " + t.dtype.rawValue.padding(5) + "  "
+            for (t, name) in zip(tensors, names) {
+                var row = "  " + name.padding(width) + "  " + t.dtype.rawValue.padding(5) + "  "
                     + "[\(t.shape.map(String.init).joined(separator: ", "))]".padding(22) + "  " + formatBytes(t.byteCount)
                 if let s = statsByName[t.name] {
                     if let mn = s.min, let mx = s.max, let mean = s.mean, let std = s.std, let am = s.absMean {
@@ -150,6 +155,28 @@ struct FileInspection: Encodable {
         return out
     }
 
+}
+
+/// A name or metadata text made safe for one terminal line: control characters
+/// (C0, DEL, C1) are shown as `\n`, `\t`, `\r` or `\u{XX}`, so a value cannot break
+/// the line structure or send escape sequences to the terminal.
+func displayable(_ s: String) -> String {
+    guard s.unicodeScalars.contains(where: isControl) else { return s }
+    var out = ""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        case _ where isControl(u): out += "\\u{" + String(u.value, radix: 16) + "}"
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out
+}
+
+private func isControl(_ u: Unicode.Scalar) -> Bool {
+    u.value < 0x20 || (0x7F...0x9F).contains(u.value)
 }
 
 func distribution(_ values: [(String, Int)]) -> String {
