@@ -34,7 +34,7 @@ let package = Package(
         ),
         .target(name: "SafeTensors", dependencies: ["CKernels", "CZstd"]),
         .target(name: "Adapters", dependencies: ["SafeTensors"]),
-        .target(name: "GraftEngine", dependencies: ["SafeTensors", "Adapters", "CKernels"]),
+        .target(name: "GraftEngine", dependencies: ["SafeTensors", "Adapters", "CKernels", "CZstd"]),
         .executableTarget(
             name: "graft",
             dependencies: [

@@ -17,6 +17,9 @@ public struct Executor: Sendable {
     /// Bytes per chunk for plain copies.
     public var copyChunkBytes: Int = 16 << 20
     public var threads: Int = defaultThreadCount()
+    /// `.raw` writes every chunk at its offset (any order, any thread); `.zstd` feeds
+    /// chunks to the compressor in file order through a bounded reorder window.
+    public var encoding: OutputEncoding = .raw
 
     public init() {}
 
@@ -74,9 +77,25 @@ public struct Executor: Sendable {
             }
         }
 
-        try output.reserve(byteCount: layout.totalByteCount)
-        try layout.headerBytes.withUnsafeBytes { try output.write($0, at: 0) }
         let total = layout.totalByteCount
+        var encoder: ZstdEncoder? = nil
+        var sink: OrderedSink? = nil
+        switch encoding {
+        case .raw:
+            try output.reserve(byteCount: total)
+            try layout.headerBytes.withUnsafeBytes { try output.write($0, at: 0) }
+        case .zstd(let level, let workers):
+            let e = try ZstdEncoder(output: output, level: level, workers: workers, pledgedSize: total)
+            try layout.headerBytes.withUnsafeBytes { try e.feed($0) }
+            encoder = e
+            nonisolated(unsafe) let unsafeEncoder = e
+            sink = OrderedSink(consume: { try unsafeEncoder.feed($0) })
+        }
+        // Overflow counts per chunk, summed per tensor afterwards (in chunk order).
+        let overflowPerChunk = UnsafeMutablePointer<Int>.allocate(capacity: max(chunks.count, 1))
+        overflowPerChunk.initialize(repeating: 0, count: max(chunks.count, 1))
+        defer { overflowPerChunk.deallocate() }
+        nonisolated(unsafe) let overflowSlots = overflowPerChunk
         let counter = WorkCounter(limit: chunks.count)
         _ = counter.addDone(layout.headerBytes.count)
         let nThreads = max(1, min(threads, chunks.count))
@@ -84,24 +103,48 @@ public struct Executor: Sendable {
         let chunkElements = self.chunkElements
         nonisolated(unsafe) let jobsRef = jobs
         nonisolated(unsafe) let chunksRef = chunks
+        let orderedSink = sink
         runOnThreads(nThreads) { _ in
             let worker = ChunkWorker(capacity: chunkElements, precision: precision)
             while let ci = counter.take() {
                 let c = chunksRef[ci]
                 let job = jobsRef[c.tensor]
                 do {
-                    let n = try worker.produce(c, of: job, c.tensor, into: output)
-                    let done = counter.addDone(n)
+                    let r: (bytes: Int, overflow: Int)
+                    if let orderedSink {
+                        r = try worker.produce(c, of: job, c.tensor) { bytes, _ in try orderedSink.submit(ci, bytes) }
+                    } else {
+                        r = try worker.produce(c, of: job, c.tensor) { bytes, offset in try output.write(bytes, at: offset) }
+                    }
+                    overflowSlots[ci] = r.overflow
+                    let done = counter.addDone(r.bytes)
                     progress?(done, total)
                 } catch {
+                    // Record the real error before waking the workers waiting for their turn.
                     counter.fail(error)
+                    orderedSink?.cancel()
                 }
             }
         }
         if let e = counter.firstError { throw e }
-        return ExecutionReport(bytesWritten: total, tensorsWritten: jobs.count, tensorsMerged: merged,
-                               tensorsConverted: converted, tensorsCopied: copied, flops: flops,
-                               seconds: monotonicSeconds() - t0, threads: nThreads)
+        var compressed: Int? = nil
+        if let encoder {
+            guard encoder.inputBytes == total else {
+                throw EngineError("\(output.path): internal error: \(encoder.inputBytes) of \(total) bytes reached the compressor")
+            }
+            compressed = try encoder.finish()
+        }
+        var perTensor = [Int](repeating: 0, count: jobs.count)
+        for (ci, c) in chunks.enumerated() { perTensor[c.tensor] += overflowPerChunk[ci] }
+        let overflows = perTensor.enumerated().compactMap { i, n in
+            n > 0 ? TensorOverflow(name: jobs[i].outInfo.name, count: n) : nil
+        }
+        var report = ExecutionReport(bytesWritten: total, tensorsWritten: jobs.count, tensorsMerged: merged,
+                                     tensorsConverted: converted, tensorsCopied: copied, flops: flops,
+                                     seconds: monotonicSeconds() - t0, threads: nThreads)
+        report.overflows = overflows
+        report.compressedBytes = compressed
+        return report
     }
 
     static func validate(_ deltas: [WeightDelta], of p: PlannedTensor, rows: Int, columns: Int) throws {
@@ -159,8 +202,10 @@ final class ChunkWorker {
         downBuf.p.deallocate()
     }
 
-    /// Produces one chunk and writes it; returns the number of output bytes written.
-    func produce(_ c: Executor.Chunk, of job: Executor.Job, _ jobIndex: Int, into output: AtomicOutput) throws -> Int {
+    /// Produces one chunk and hands it to `emit` with its absolute file offset; returns
+    /// the number of output bytes and how many finite values overflowed to ±inf.
+    func produce(_ c: Executor.Chunk, of job: Executor.Job, _ jobIndex: Int,
+                 emit: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> (bytes: Int, overflow: Int) {
         let p = job.planned
         let src = p.source.data(of: p.input)
         let inSize = p.input.dtype.bitCount / 8
@@ -168,19 +213,20 @@ final class ChunkWorker {
         switch p.operation {
         case .copy:
             let bytes = UnsafeRawBufferPointer(rebasing: src[c.start ..< c.end])
-            try output.write(bytes, at: job.outOffset + c.start)
-            return c.end - c.start
+            try emit(bytes, job.outOffset + c.start)
+            return (c.end - c.start, 0)
         case .convert:
             let n = c.end - c.start
-            Conversion.convert(src.baseAddress! + c.start * inSize, from: p.input.dtype,
-                               to: outBuf, p.output.dtype, count: n)
-            try output.write(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), at: job.outOffset + c.start * outSize)
-            return n * outSize
+            // Counting re-reads the cache-resident chunk only for narrowing pairs.
+            let overflow = Conversion.convertCountingOverflow(src.baseAddress! + c.start * inSize, from: p.input.dtype,
+                                                              to: outBuf, p.output.dtype, count: n)
+            try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * outSize)
+            return (n * outSize, overflow)
         case .merge(let deltas):
             let cols = job.columns
             let n = (c.end - c.start) * cols
             precondition(n <= capacity || c.end - c.start == 1, "chunk larger than the worker buffer")
-            if n > capacity { return try produceOversizedRow(c, job, deltas, jobIndex, output) }
+            if n > capacity { try produceOversizedRow(c, job, deltas, jobIndex) }
             Conversion.toFloat32(src.baseAddress! + c.start * cols * inSize, from: p.input.dtype, acc, count: n)
             if precision != .fp32 { roundInPlace(acc, n) }
             for (di, d) in deltas.enumerated() {
@@ -188,15 +234,15 @@ final class ChunkWorker {
                 if lo >= hi { continue }
                 try apply(d, key: (jobIndex, di), rows: lo ..< hi, chunkStart: c.start, columns: cols)
             }
-            Conversion.fromFloat32(acc, to: outBuf, p.output.dtype, count: n)
-            try output.write(UnsafeRawBufferPointer(start: outBuf, count: n * outSize),
-                             at: job.outOffset + c.start * cols * outSize)
-            return n * outSize
+            let overflow = Conversion.convertCountingOverflow(UnsafeRawPointer(acc), from: .F32,
+                                                              to: outBuf, p.output.dtype, count: n)
+            try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * cols * outSize)
+            return (n * outSize, overflow)
         }
     }
 
     /// A single row wider than the buffer (never the case for SD models; kept correct anyway).
-    private func produceOversizedRow(_ c: Executor.Chunk, _ job: Executor.Job, _ deltas: [WeightDelta], _ jobIndex: Int, _ output: AtomicOutput) throws -> Int {
+    private func produceOversizedRow(_ c: Executor.Chunk, _ job: Executor.Job, _ deltas: [WeightDelta], _ jobIndex: Int) throws -> Never {
         throw EngineError("\(job.planned.source.path): tensor '\(job.planned.input.name)': a row of \(job.columns) elements exceeds the \(capacity)-element working buffer")
     }
 

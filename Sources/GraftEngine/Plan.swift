@@ -94,4 +94,33 @@ public struct ExecutionReport: Sendable {
     public var flops: Double
     public var seconds: Double
     public var threads: Int
+    /// Tensors in which finite values became ±inf when rounded to the output dtype
+    /// (narrowing conversions and merges into fp16/bf16), in file order.
+    public var overflows: [TensorOverflow] = []
+    /// Size of the compressed file when the output was zstd-encoded, else nil.
+    public var compressedBytes: Int? = nil
+}
+
+/// How many finite input values of one tensor became ±inf in the output dtype.
+public struct TensorOverflow: Sendable, Equatable, Codable {
+    public let name: String
+    public let count: Int
+    public init(name: String, count: Int) {
+        self.name = name
+        self.count = count
+    }
+}
+
+/// How the executor encodes the output file.
+public enum OutputEncoding: Sendable, Equatable {
+    /// The safetensors bytes, each chunk written at its final offset by any thread.
+    case raw
+    /// One zstd frame of the safetensors bytes, fed to the compressor in file order.
+    /// `workers` is zstd's own thread count (`ZSTD_c_nbWorkers`, 0 = single-threaded).
+    case zstd(level: Int, workers: Int)
+
+    /// The encoding a path asks for: zstd when it ends in `.zst`.
+    public static func forPath(_ path: String, zstdLevel: Int = 3, workers: Int = defaultThreadCount()) -> OutputEncoding {
+        path.hasSuffix(".zst") ? .zstd(level: zstdLevel, workers: workers) : .raw
+    }
 }
