@@ -1,4 +1,5 @@
 import ArgumentParser
+import GraftEngine
 import SafeTensors
 #if canImport(Glibc)
 import Glibc
@@ -34,6 +35,27 @@ struct WriteOptions: ParsableArguments {
 
     @Flag(name: .shortAndLong, help: "Overwrite the output if it exists.")
     var force = false
+
+    @Option(help: ArgumentHelp("zstd level for a .zst output (default 3; negative = faster, up to 19+ = smaller).",
+                               valueName: "n"))
+    var zstdLevel: Int?
+
+    /// Whether the output is written zstd-compressed (its name ends in .zst).
+    var isCompressed: Bool { output.hasSuffix(".zst") }
+
+    func validate() throws {
+        if let zstdLevel {
+            guard isCompressed else {
+                throw ValidationError("--zstd-level applies only to an output whose name ends in .zst.")
+            }
+            guard ZstdEncoder.levelRange.contains(zstdLevel) else {
+                throw ValidationError("--zstd-level must be between \(ZstdEncoder.levelRange.lowerBound) and \(ZstdEncoder.levelRange.upperBound) (got \(zstdLevel)).")
+            }
+        }
+    }
+
+    /// How the executor should encode the output (zstd with all cores for `.zst`).
+    var encoding: OutputEncoding { OutputEncoding.forPath(output, zstdLevel: zstdLevel ?? 3) }
 }
 
 enum Terminal {
