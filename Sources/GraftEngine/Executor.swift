@@ -276,7 +276,7 @@ final class ChunkWorker {
             LoRAKernel.accumulate(scratch, lda: columns, up: upBuf.p, ldu: r, down: downBuf.p, ldd: columns,
                                   rows: m, columns: columns, rank: r, ratio: 1, scale: 1)
             let round = precision == .fp16 ? roundToHalf : roundToBFloat
-            let ratio = round(d.ratio), scale = round(d.scale)
+            let ratio = d.ratio, scale = round(d.scale)  // the ratio is a Python float: fp32 opmath, not rounded (sdscripts-merge.md §2.2)
             for i in 0..<count {
                 let mv = round(scratch[i])
                 let a = round(ratio * mv)
