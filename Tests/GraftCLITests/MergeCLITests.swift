@@ -1,0 +1,460 @@
+import Fixtures
+import Foundation
+import SafeTensors
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// `graft merge` through the built binary: exit codes, stdout/stderr, files written or not,
+// inputs never modified, and clean-up when interrupted.
+
+/// Inputs for the merge CLI tests, written once per test into its own directory.
+private struct MergeInputs {
+    static let architecture = SDXLArchitecture(widthDivisor: 64)
+    let dir: URL
+    let checkpoint: String
+    let lora: String
+
+    init(seed: UInt64 = 42) throws {
+        dir = try CLI.temporaryDirectory()
+        checkpoint = dir.appendingPathComponent("base.safetensors").path
+        lora = dir.appendingPathComponent("style.safetensors").path
+        let tensors = Self.architecture.checkpointTensors()
+        try writeSynthetic(tensors: tensors, metadata: ["modelspec.title": "Base"], to: checkpoint, seed: seed)
+        let targets = Self.chosenTargets(tensors)
+        let options = KohyaLoRAOptions(rank: 4, alpha: 2, convRank: 2, convAlpha: 1)
+        try writeSynthetic(tensors: KohyaLoRA.tensors(for: targets, options: options),
+                           metadata: KohyaLoRA.metadata(.sdxl, options: options, title: "style"), to: lora, seed: seed &+ 1)
+    }
+
+    /// A linear, a 3x3 conv and the TE2 q/k/v thirds.
+    static func chosenTargets(_ checkpoint: [SyntheticTensor]) -> [LoRATarget] {
+        let all = KohyaLoRA.sdxlTargets(checkpoint: checkpoint, includeConv: true)
+        let names: Set<String> = [
+            "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+            "lora_unet_output_blocks_2_2_conv",
+            "lora_te2_text_model_encoder_layers_3_self_attn_q_proj",
+            "lora_te2_text_model_encoder_layers_3_self_attn_k_proj",
+            "lora_te2_text_model_encoder_layers_3_self_attn_v_proj",
+        ]
+        return all.filter { names.contains($0.moduleName) }
+    }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// Writes a kohya-named adapter from explicit (name, shape) pairs, all fp16.
+    func writeAdapter(_ name: String, _ tensors: [(String, [Int])], base: KohyaLoRA.Base = .sdxl) throws -> String {
+        let p = path(name)
+        let list = tensors.map { n, shape in
+            SyntheticTensor(name: n, dtype: .F16, shape: shape, fill: n.hasSuffix(".alpha") ? .constant(1) : .normal(std: 0.02))
+        }
+        try writeSynthetic(tensors: list, metadata: KohyaLoRA.metadata(base, options: KohyaLoRAOptions(), title: name), to: p, seed: 7)
+        return p
+    }
+
+    /// Visible and hidden entries of the directory.
+    func entries() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] }
+
+    func cleanup() { try? FileManager.default.removeItem(at: dir) }
+}
+
+/// Size, modification time and (for files up to 64 MB) the bytes: enough to tell that a
+/// file was not touched.
+private struct FileFingerprint: Equatable {
+    let size: Int
+    let mtime: Int
+    let mtimeNanos: Int
+    let inode: UInt64
+    let bytes: Data?
+
+    init(_ path: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw CocoaError(.fileNoSuchFile) }
+        size = Int(st.st_size)
+        mtime = Int(st.st_mtim.tv_sec)
+        mtimeNanos = Int(st.st_mtim.tv_nsec)
+        inode = UInt64(st.st_ino)
+        bytes = size <= 64 << 20 ? try Data(contentsOf: URL(fileURLWithPath: path)) : nil
+    }
+}
+
+private struct MergeJSON: Decodable {
+    struct Adapter: Decodable {
+        let path: String
+        let ratio: Double
+        let modules: Int
+        let merged_modules: Int
+        let not_merged: [String]
+    }
+    struct Output: Decodable {
+        let path: String?
+        let tensors: Int
+        let merged: Int
+        let copied: Int
+        let converted: Int
+    }
+    let schema: Int
+    let command: String
+    let dry_run: Bool
+    let adapters: [Adapter]
+    let output: Output
+}
+
+@Suite("graft merge (CLI)")
+struct MergeCLITests {
+    @Test("success: writes the file and prints a one-line summary; inputs unchanged")
+    func success() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let before = try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)]
+        let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", fx.checkpoint, fx.lora + ":0.8", "-o", out, "--save-precision", "fp16"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stdout.contains("merged 5 modules"), "stdout: \(r.stdout)")
+        #expect(r.stdout.contains(out))
+        let merged = try SafeTensorsFile(path: out)
+        let input = try SafeTensorsFile(path: fx.checkpoint)
+        #expect(merged.tensors.count == input.tensors.count)
+        #expect(merged.metadata?["modelspec.title"] == "merged")
+        let q = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
+        #expect(Array(merged.data(of: merged.tensor(named: q)!)) != Array(input.data(of: input.tensor(named: q)!)))
+        #expect(try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)] == before, "an input was modified")
+        #expect(!fx.entries().contains { $0.contains("graft-partial") }, "\(fx.entries())")
+    }
+
+    @Test("--json prints one schema-1 document")
+    func json() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", fx.checkpoint, fx.lora + ":-0.5", "-o", out, "--json"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(r.stdout.utf8))
+        #expect(doc.schema == 1 && doc.command == "merge" && !doc.dry_run)
+        #expect(doc.adapters.count == 1)
+        #expect(doc.adapters.first?.ratio == -0.5)
+        #expect(doc.adapters.first?.path == fx.lora)
+        #expect(doc.adapters.first?.modules == 5 && doc.adapters.first?.merged_modules == 5)
+        #expect(doc.output.path == out)
+        #expect(doc.output.merged == 3, "to_q, the conv and one in_proj_weight")
+        #expect(doc.output.merged + doc.output.copied + doc.output.converted == doc.output.tensors)
+        #expect(FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test("--dry-run writes nothing (text and JSON)")
+    func dryRun() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let out = fx.path("merged.safetensors")
+        let before = Set(fx.entries())
+        let text = try CLI.run(["merge", fx.checkpoint, fx.lora, "-o", out, "--dry-run"])
+        #expect(text.status == 0, "stderr: \(text.stderr)")
+        #expect(text.stdout.contains("merged: 5 modules"), "stdout: \(text.stdout)")
+        let json = try CLI.run(["merge", fx.checkpoint, fx.lora, "-o", out, "--dry-run", "--json"])
+        #expect(json.status == 0)
+        let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(json.stdout.utf8))
+        #expect(doc.dry_run && doc.schema == 1)
+        #expect(Set(fx.entries()) == before, "dry run created \(Set(fx.entries()).subtracting(before))")
+    }
+
+    @Test("existing output: refused without --force (untouched), replaced with it")
+    func overwrite() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let out = fx.path("merged.safetensors")
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: out))
+        let before = try FileFingerprint(out)
+        let refused = try CLI.run(["merge", fx.checkpoint, fx.lora, "-o", out])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("--force"), "stderr: \(refused.stderr)")
+        #expect(try FileFingerprint(out) == before)
+        let forced = try CLI.run(["merge", fx.checkpoint, fx.lora, "-o", out, "--force"])
+        #expect(forced.status == 0, "stderr: \(forced.stderr)")
+        #expect(try SafeTensorsFile(path: out).tensors.count == SafeTensorsFile(path: fx.checkpoint).tensors.count)
+        #expect(!fx.entries().contains { $0.contains("graft-partial") })
+    }
+
+    @Test("output == an input is refused even with --force, input untouched", arguments: [false, true])
+    func outputIsInput(viaSymlink: Bool) throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        var out = fx.checkpoint
+        if viaSymlink {
+            out = fx.path("alias.safetensors")
+            try FileManager.default.createSymbolicLink(atPath: out, withDestinationPath: fx.checkpoint)
+        }
+        for target in [fx.checkpoint, fx.lora] {
+            let dest = viaSymlink && target == fx.checkpoint ? out : target
+            let before = try FileFingerprint(target)
+            let r = try CLI.run(["merge", fx.checkpoint, fx.lora, "-o", dest, "--force"])
+            #expect(r.status == 2, "output \(dest): stdout \(r.stdout)")
+            #expect(r.stderr.contains("same file"), "stderr: \(r.stderr)")
+            #expect(try FileFingerprint(target) == before, "\(target) was modified")
+        }
+        #expect(!fx.entries().contains { $0.contains("graft-partial") })
+    }
+
+    @Test("a module that matches no tensor: exit 2 naming it; --allow-unmatched merges the rest and lists it")
+    func unmatchedModule() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        // output_blocks.5 is at a level with 2 transformer blocks; block 7 does not exist.
+        let ghost = "lora_unet_output_blocks_5_1_transformer_blocks_7_attn1_to_q"
+        let real = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+        let w = MergeInputs.architecture.modelChannels * 2
+        let lora = try fx.writeAdapter("partial.safetensors", [
+            (ghost + ".lora_down.weight", [4, 4 * w]), (ghost + ".lora_up.weight", [4 * w, 4]), (ghost + ".alpha", []),
+            (real + ".lora_down.weight", [4, w]), (real + ".lora_up.weight", [w, 4]), (real + ".alpha", []),
+        ])
+        let out = fx.path("merged.safetensors")
+        let failed = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
+        #expect(failed.status == 2)
+        #expect(failed.stderr.contains(ghost), "stderr: \(failed.stderr)")
+        #expect(failed.stderr.contains("--allow-unmatched"), "stderr: \(failed.stderr)")
+        #expect(!failed.stderr.contains(real + ":"), "the good module is not listed as a problem")
+        #expect(!FileManager.default.fileExists(atPath: out))
+
+        let allowed = try CLI.run(["merge", fx.checkpoint, lora, "-o", out, "--allow-unmatched"])
+        #expect(allowed.status == 0, "stderr: \(allowed.stderr)")
+        #expect(allowed.stderr.contains(ghost), "still reported on stderr: \(allowed.stderr)")
+        #expect(!allowed.stdout.contains("warning"), "diagnostics stay off stdout")
+        #expect(allowed.stdout.contains("merged 1 modules"), "stdout: \(allowed.stdout)")
+        #expect(FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test("an SD 1.x LoRA on an SDXL checkpoint is refused before any output")
+    func wrongBaseModel() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let sd1 = SD15Architecture(widthDivisor: 64).checkpointTensors()
+        let options = KohyaLoRAOptions(rank: 4, alpha: 1)
+        let lora = fx.path("sd1.safetensors")
+        let modules = KohyaLoRA.sd1Targets(checkpoint: sd1, includeConv: false).prefix(12)
+        try writeSynthetic(tensors: KohyaLoRA.tensors(for: Array(modules), options: options),
+                           metadata: KohyaLoRA.metadata(.sd1, options: options, title: "sd1"), to: lora, seed: 3)
+        let out = fx.path("merged.safetensors")
+        let before = Set(fx.entries())
+        let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("SD 1"), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains(lora), "names the adapter: \(r.stderr)")
+        #expect(Set(fx.entries()) == before, "nothing written")
+        // --allow-unmatched does not turn a wrong base model into a partial merge.
+        let allowed = try CLI.run(["merge", fx.checkpoint, lora, "-o", out, "--allow-unmatched"])
+        #expect(allowed.status == 2, "stdout: \(allowed.stdout)")
+        #expect(Set(fx.entries()) == before)
+    }
+
+    @Test("shape mismatch names both shapes")
+    func shapeMismatch() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let m = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+        let w = MergeInputs.architecture.modelChannels * 2
+        let lora = try fx.writeAdapter("wrong.safetensors", [
+            (m + ".lora_down.weight", [4, w + 3]), (m + ".lora_up.weight", [w, 4]), (m + ".alpha", []),
+        ])
+        let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains(m), "stderr: \(r.stderr)")
+        let shapeSpellings = ["[\(w), \(w)]", "[\(w), \(w + 3)]", "\(w)x\(w + 3)", "\(w + 3)"]
+        #expect(r.stderr.contains("[\(w), \(w)]") || r.stderr.contains("\(w)x\(w)"), "checkpoint shape in: \(r.stderr)")
+        #expect(shapeSpellings.dropFirst().contains { r.stderr.contains($0) }, "adapter shape in: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test("LoHa and LoKr modules are reported, not skipped", arguments: ["loha", "lokr"])
+    func unsupportedKinds(kind: String) throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let m = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k"
+        let w = MergeInputs.architecture.modelChannels * 2
+        let keys: [(String, [Int])] = kind == "loha"
+            ? [(m + ".hada_w1_a", [w, 4]), (m + ".hada_w1_b", [4, w]), (m + ".hada_w2_a", [w, 4]), (m + ".hada_w2_b", [4, w]), (m + ".alpha", [])]
+            : [(m + ".lokr_w1", [2, 2]), (m + ".lokr_w2", [w / 2, w / 2]), (m + ".alpha", [])]
+        let lora = try fx.writeAdapter("\(kind).safetensors", keys)
+        let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
+        #expect(r.status == 2, "stdout: \(r.stdout) stderr: \(r.stderr)")
+        #expect(r.stderr.contains(m), "stderr: \(r.stderr)")
+        #expect(r.stderr.lowercased().contains("not supported"), "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test("adapter argument: ':abc' is part of the path, the last ':number' is the ratio, colons in paths work")
+    func ratioSyntax() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let out = fx.path("merged.safetensors")
+        // file:abc is a file name that does not exist.
+        let abc = try CLI.run(["merge", fx.checkpoint, fx.lora + ":abc", "-o", out])
+        #expect(abc.status == 2)
+        #expect(abc.stderr.contains(fx.lora + ":abc"), "stderr: \(abc.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+
+        // A path containing a colon, with and without a ratio.
+        let colonPath = fx.path("a:b.safetensors")
+        try FileManager.default.copyItem(atPath: fx.lora, toPath: colonPath)
+        for (arg, ratio) in [(colonPath, 1.0), (colonPath + ":0.5", 0.5), (colonPath + ":-2", -2.0), (colonPath + ":1e-1", 0.1)] {
+            let r = try CLI.run(["merge", fx.checkpoint, arg, "-o", out, "--force", "--json"])
+            #expect(r.status == 0, "\(arg): \(r.stderr)")
+            let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(r.stdout.utf8))
+            #expect(doc.adapters.first?.path == colonPath, "\(arg)")
+            #expect(doc.adapters.first?.ratio == ratio, "\(arg)")
+        }
+    }
+
+    @Test("usage errors exit 64", arguments: [
+        ["merge", "CKPT", "-o", "OUT"],
+        ["merge", "CKPT", "LORA", "-o", "OUT", "--precision", "fp8"],
+        ["merge", "CKPT", "LORA", "-o", "OUT", "--save-precision", "int8"],
+        ["merge", "CKPT", "LORA", "-o", "OUT", "--threads", "0"],
+        ["merge", "CKPT", "LORA"],
+    ])
+    func usageErrors(args: [String]) throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let out = fx.path("merged.safetensors")
+        let resolved = args.map { $0 == "CKPT" ? fx.checkpoint : $0 == "LORA" ? fx.lora : $0 == "OUT" ? out : $0 }
+        let r = try CLI.run(resolved)
+        #expect(r.status == 64, "\(args): stderr \(r.stderr)")
+        #expect(!r.stderr.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test("a truncated checkpoint: exit 2, one stderr line naming the file")
+    func truncatedCheckpoint() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let broken = fx.path("broken.safetensors")
+        let data = try Data(contentsOf: URL(fileURLWithPath: fx.checkpoint))
+        try data.prefix(data.count / 2).write(to: URL(fileURLWithPath: broken))
+        let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", broken, fx.lora, "-o", out])
+        #expect(r.status == 2)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(r.stderr)")
+        #expect(r.stderr.contains(broken), "stderr: \(r.stderr)")
+        #expect(r.stderr.hasPrefix("graft: error:"), "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        // Same for a truncated adapter.
+        let brokenLoRA = fx.path("broken-lora.safetensors")
+        let l = try Data(contentsOf: URL(fileURLWithPath: fx.lora))
+        try l.prefix(l.count - 10).write(to: URL(fileURLWithPath: brokenLoRA))
+        let r2 = try CLI.run(["merge", fx.checkpoint, brokenLoRA, "-o", out])
+        #expect(r2.status == 2)
+        #expect(r2.stderr.split(separator: "\n").count == 1 && r2.stderr.contains(brokenLoRA), "stderr: \(r2.stderr)")
+    }
+}
+
+/// A checkpoint big enough that a merge takes a few seconds: a handful of large fp16
+/// weights with real SDXL names (shapes enlarged), each with a LoRA module.
+private struct LargeMergeInputs {
+    let dir: URL
+    let checkpoint: String
+    let lora: String
+
+    static let rows = 6144, columns = 8192   // 96 MiB of fp16 per tensor
+    static let rank = 128                    // ~13 GFLOP per tensor: about a second on one thread
+
+    init() throws {
+        dir = try CLI.temporaryDirectory()
+        checkpoint = dir.appendingPathComponent("big.safetensors").path
+        lora = dir.appendingPathComponent("big-lora.safetensors").path
+        let names = ["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+                     "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k",
+                     "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_v",
+                     "lora_unet_input_blocks_5_1_transformer_blocks_0_attn1_to_q"]
+        var base = SDXLArchitecture(widthDivisor: 64).checkpointTensors()
+        let targets = KohyaLoRA.sdxlTargets(checkpoint: base, includeConv: false).filter { names.contains($0.moduleName) }
+        guard targets.count == names.count else { throw CocoaError(.fileReadUnknown) }
+        var loraTensors: [SyntheticTensor] = []
+        for t in targets {
+            let i = base.firstIndex { $0.name == t.targetKey }!
+            base[i].shape = [Self.rows, Self.columns]
+            let m = t.moduleName
+            loraTensors += [
+                SyntheticTensor(name: m + ".lora_down.weight", dtype: .F16, shape: [Self.rank, Self.columns], fill: .normal(std: 0.05)),
+                SyntheticTensor(name: m + ".lora_up.weight", dtype: .F16, shape: [Self.rows, Self.rank], fill: .normal(std: 0.015)),
+                SyntheticTensor(name: m + ".alpha", dtype: .F16, shape: [], fill: .constant(8)),
+            ]
+        }
+        try writeSynthetic(tensors: base, metadata: nil, to: checkpoint, seed: 1)
+        try writeSynthetic(tensors: loraTensors, metadata: KohyaLoRA.metadata(.sdxl, options: KohyaLoRAOptions(), title: "big"), to: lora, seed: 2)
+    }
+
+    func entries() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] }
+    func cleanup() { try? FileManager.default.removeItem(at: dir) }
+}
+
+/// posix_spawn with an empty signal mask and default dispositions. Foundation's Process
+/// passes on the spawning thread's mask, and the test runner's threads block SIGINT and
+/// SIGTERM, so a child started that way never sees the signal (graft does not unblock them).
+private func spawnWithDefaultSignals(_ argv: [String], environment: [String: String]) throws -> pid_t {
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t(), defaults = sigset_t()
+    sigemptyset(&empty)
+    sigemptyset(&defaults)
+    for s in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { sigaddset(&defaults, s) }
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setsigdefault(&attr, &defaults)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for fd in [Int32(0), 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    let cArgs = argv.map { strdup($0) } + [nil]
+    let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgs, cEnv)
+    guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+    return pid
+}
+
+@Suite("graft merge (CLI): interruption", .serialized)
+struct MergeInterruptionTests {
+    /// Starts the merge, waits until its temporary file exists, sends `signal`, and checks
+    /// that the process died, left no output and no temporary file, and changed no input.
+    @Test("SIGINT / SIGTERM during a merge leave nothing behind", arguments: [SIGINT, SIGTERM])
+    func interrupted(signal sig: Int32) throws {
+        let fx = try LargeMergeInputs()
+        defer { fx.cleanup() }
+        let before = try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)]
+        let out = fx.dir.appendingPathComponent("merged.safetensors").path
+
+        var env = ProcessInfo.processInfo.environment
+        env["GRAFT_THREADS"] = "1"
+        let started = Date()
+        let pid = try spawnWithDefaultSignals([CLI.binary, "merge", fx.checkpoint, fx.lora, "-o", out, "--no-progress"], environment: env)
+        // Wait for the temporary output (the merge is under way), then 0.3 s more.
+        var sawPartial = false
+        while Date().timeIntervalSince(started) < 20 {
+            if fx.entries().contains(where: { $0.contains("graft-partial") }) { sawPartial = true; break }
+            usleep(5_000)
+        }
+        usleep(300_000)
+        var status: Int32 = 0
+        let finishedEarly = waitpid(pid, &status, WNOHANG) == pid
+        if !finishedEarly {
+            kill(pid, sig)
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        let signalled = (status & 0x7f) != 0 && (status & 0x7f) != 0x7f
+        let exitCode = (status >> 8) & 0xff
+
+        #expect(sawPartial, "the merge never created its temporary file")
+        try #require(!finishedEarly, "the merge finished in \(elapsed) s, before the signal; make the input larger")
+        #expect(signalled && (status & 0x7f) == sig,
+                "expected death by signal \(sig), got \(signalled ? "signal \(status & 0x7f)" : "exit \(exitCode)")")
+        #expect(!FileManager.default.fileExists(atPath: out), "output exists after interruption")
+        #expect(!fx.entries().contains { $0.contains("graft-partial") }, "left behind: \(fx.entries())")
+        #expect(try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)] == before, "an input was modified")
+    }
+}
