@@ -80,7 +80,8 @@ struct FileInspection: Encodable {
             let dora = a.hasDora && a.kind != .dora ? " + DoRA" : ""
             field("kind:", "\(a.kindName)\(tucker)\(dora) adapter")
             field("naming:", a.schemeName)
-            field("base model:", a.baseModel.name + (a.baseModel.evidence.isEmpty ? "" : " (\(a.baseModel.evidence.joined(separator: "; ")))"))
+            field("base model:", a.baseModel.name)
+            if !a.baseModel.evidence.isEmpty && verbose { field("evidence:", a.baseModel.evidence.joined(separator: "; ")) }
             if !a.baseModel.conflicts.isEmpty { field("conflicts:", a.baseModel.conflicts.joined(separator: "; ")) }
             let counts = a.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             field("modules:", "\(a.moduleCount) (\(counts))")

@@ -337,7 +337,8 @@ struct LoRAListCLITests {
         let kind = try #require(field("kind:", in: out), "\(out)")
         #expect(kind.contains("LoRA") && kind.contains("adapter"), "\(kind)")
         #expect(field("naming:", in: out)?.contains("kohya") == true, "\(out)")
-        #expect(field("base model:", in: out)?.hasPrefix("SDXL") == true)
+        #expect(field("base model:", in: out) == "SDXL")
+        #expect(field("evidence:", in: out) == nil)
         let modules = try #require(field("modules:", in: out))
         let total = fx.expectedModuleCounts.values.reduce(0, +)
         #expect(modules.hasPrefix("\(total) ("), "\(modules)")
@@ -350,6 +351,11 @@ struct LoRAListCLITests {
             #expect(training.contains(part), "\(training)")
         }
         #expect(field("tensors:", in: out)?.hasPrefix("\(fx.loraTensors.count), ") == true)
+
+        // -v adds why the base model was chosen.
+        let verbose = try runGraft(["list", fx.lora, "--no-tensors", "-v"])
+        let evidence = try #require(field("evidence:", in: verbose.stdout), "\(verbose.stdout)")
+        #expect(evidence.contains("ss_base_model_version = sdxl_base_v1-0"), "\(evidence)")
     }
 
     @Test("long JSON metadata is summarised; --metadata prints every value in full")
