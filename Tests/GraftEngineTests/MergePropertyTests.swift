@@ -180,11 +180,11 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
     @Test("merge matches the plain-loop oracle for every module kind, dtype and save precision",
           arguments: inputTypes, SaveChoice.allCases)
     func matchesOracle(input: DType, save: SaveChoice) throws {
-        for seed in Self.seeds.prefix(2) {
-            for ratio in [1.0, -0.7, 0.3] {
-                try checkAgainstOracle(input: input, save: save, seed: seed, ratio: ratio)
-            }
-        }
+        // One seed and ratio per combination (12 combinations cover every seed and ratio
+        // several times), to keep the suite fast in debug builds.
+        let i = (Self.inputTypes.firstIndex(of: input) ?? 0) * SaveChoice.allCases.count + (SaveChoice.allCases.firstIndex(of: save) ?? 0)
+        let ratios = [1.0, -0.7, 0.3, 2.5]
+        try checkAgainstOracle(input: input, save: save, seed: Self.seeds[i % Self.seeds.count], ratio: ratios[i % ratios.count])
     }
 
     func checkAgainstOracle(input: DType, save: SaveChoice, seed: UInt64, ratio: Double) throws {
@@ -234,7 +234,7 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
 
     @Test("ratio 0 leaves every tensor bit-identical", arguments: inputTypes)
     func ratioZeroIsIdentity(input: DType) throws {
-        for seed in Self.seeds {
+        for seed in Self.seeds.prefix(2) {
             let dir = try ScratchDirectory("ratio0")
             let model = SyntheticSDXL(dtype: input)
             let ckptPath = dir.path("ckpt.safetensors"), loraPath = dir.path("lora.safetensors")
