@@ -135,8 +135,9 @@ enum InputSpool {
             // Move unconsumed bytes (none: the loop consumes all) and read more.
             pending = 0
         }
-        // Flush any output still buffered inside the decoder.
-        while true {
+        // Flush any output still buffered inside the decoder (none once the last
+        // frame is complete: another call would start a new frame).
+        while lastRet != 0 {
             var input = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
             var output = ZSTD_outBuffer(dst: outBuf, size: outCap, pos: 0)
             let r = ZSTD_decompressStream(dctx, &output, &input)

@@ -81,8 +81,14 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
         throw e
     } catch let e as CleanExit {
         throw e
+    } catch let error as SafeTensorsError {
+        // Names and details come from the file: one line, control characters escaped.
+        Terminal.warn("graft: error: " + displayable("\(error)"))
+        throw ExitCode(2)
     } catch {
-        Terminal.warn("graft: error: \(error)")
+        // Our own multi-line messages (lists of modules) keep their line breaks.
+        let lines = "\(error)".split(separator: "\n", omittingEmptySubsequences: false).map { displayable(String($0)) }
+        Terminal.warn("graft: error: " + lines.joined(separator: "\n"))
         throw ExitCode(2)
     }
 }
