@@ -25,11 +25,13 @@ public struct TensorStatistics: Sendable, Codable, Equatable {
         case absMean = "abs_mean"
     }
 
-    init(name: String, dtype: DType, stats s: gk_stats?) {
+    /// - Parameter elementCount: reported as `count` when `s` is nil (a dtype without
+    ///   statistics, e.g. integers): the moments are then absent, not zero.
+    init(name: String, dtype: DType, stats s: gk_stats?, elementCount: Int = 0) {
         self.name = name
         self.dtype = dtype.rawValue
         guard let s else {
-            count = 0; nanCount = 0; positiveInfinityCount = 0; negativeInfinityCount = 0
+            count = elementCount; nanCount = 0; positiveInfinityCount = 0; negativeInfinityCount = 0
             min = nil; max = nil; mean = nil; std = nil; absMean = nil
             return
         }
@@ -108,7 +110,7 @@ public struct StatisticsRunner: Sendable {
                 empty.min = .infinity; empty.max = -.infinity
                 return TensorStatistics(name: t.name, dtype: t.dtype, stats: empty)
             }
-            return TensorStatistics(name: t.name, dtype: t.dtype, stats: perTensor[i])
+            return TensorStatistics(name: t.name, dtype: t.dtype, stats: perTensor[i], elementCount: t.elementCount)
         }
     }
 }
