@@ -49,6 +49,9 @@ public struct Executor: Sendable {
         var chunks: [Chunk] = []
         var flops = 0.0
         var merged = 0, converted = 0, copied = 0
+        // A merge chunk holds whole rows: the buffers must take at least the widest row
+        // (11,520 elements for a 1280x1280x3x3 conv), whatever chunkElements is.
+        var bufferElements = chunkElements
         for (i, info) in layout.tensors.enumerated() {
             let p = byName[Array(info.name.utf8)]!
             let rows = p.input.shape.isEmpty ? 1 : Int(clamping: p.input.shape[0])
@@ -71,6 +74,7 @@ public struct Executor: Sendable {
                 merged += 1
                 try Executor.validate(deltas, of: p, rows: rows, columns: columns)
                 for d in deltas { flops += 2 * Double(d.rows.count) * Double(columns) * Double(d.rank) }
+                bufferElements = max(bufferElements, columns)
                 let step = max(1, chunkElements / max(columns, 1))
                 var s = 0
                 while s < rows { let e = min(rows, s + step); chunks.append(Chunk(tensor: ji, start: s, end: e)); s = e }
@@ -100,12 +104,12 @@ public struct Executor: Sendable {
         _ = counter.addDone(layout.headerBytes.count)
         let nThreads = max(1, min(threads, chunks.count))
         let precision = plan.precision
-        let chunkElements = self.chunkElements
+        let workerElements = bufferElements
         nonisolated(unsafe) let jobsRef = jobs
         nonisolated(unsafe) let chunksRef = chunks
         let orderedSink = sink
         runOnThreads(nThreads) { _ in
-            let worker = ChunkWorker(capacity: chunkElements, precision: precision)
+            let worker = ChunkWorker(capacity: workerElements, precision: precision)
             while let ci = counter.take() {
                 let c = chunksRef[ci]
                 let job = jobsRef[c.tensor]
@@ -225,8 +229,7 @@ final class ChunkWorker {
         case .merge(let deltas):
             let cols = job.columns
             let n = (c.end - c.start) * cols
-            precondition(n <= capacity || c.end - c.start == 1, "chunk larger than the worker buffer")
-            if n > capacity { try produceOversizedRow(c, job, deltas, jobIndex) }
+            precondition(n <= capacity, "merge chunk larger than the worker buffer")
             Conversion.toFloat32(src.baseAddress! + c.start * cols * inSize, from: p.input.dtype, acc, count: n)
             if precision != .fp32 { roundInPlace(acc, n) }
             for (di, d) in deltas.enumerated() {
@@ -239,11 +242,6 @@ final class ChunkWorker {
             try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * cols * outSize)
             return (n * outSize, overflow)
         }
-    }
-
-    /// A single row wider than the buffer (never the case for SD models; kept correct anyway).
-    private func produceOversizedRow(_ c: Executor.Chunk, _ job: Executor.Job, _ deltas: [WeightDelta], _ jobIndex: Int) throws -> Never {
-        throw EngineError("\(job.planned.source.path): tensor '\(job.planned.input.name)': a row of \(job.columns) elements exceeds the \(capacity)-element working buffer")
     }
 
     private func apply(_ d: WeightDelta, key: (Int, Int), rows: Range<Int>, chunkStart: Int, columns: Int) throws {

@@ -180,6 +180,12 @@ enum CleanupRegistry {
         defer { pthread_mutex_unlock(lock) }
         if !installed {
             installed = true
+            // A parent may have started us with these signals blocked (the mask is
+            // inherited); unblock them so Ctrl-C and kill still clean up.
+            var set = sigset_t()
+            sigemptyset(&set)
+            for sig in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { sigaddset(&set, sig) }
+            pthread_sigmask(SIG_UNBLOCK, &set, nil)
             for sig in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] {
                 signal(sig) { sig in
                     for i in 0..<CleanupRegistry.capacity {
