@@ -176,11 +176,8 @@ struct DiffCLITests {
         let fa = dir.appendingPathComponent("a.safetensors"), packed = dir.appendingPathComponent("a.safetensors.zst")
         try writeFloats([("w", [300], .F32, values(300, seed: 5))], to: fa)
         #expect(try CLI.run(["convert", fa.path, "-o", packed.path, "--dtype", "fp32"]).status == 0)
-        // Known issue at the time of writing: InputSpool's final flush loop restarts the decoder
-        // after a complete frame and reports every .zst input as truncated.
-        withKnownIssue("InputSpool reports complete zstd frames as truncated", isIntermittent: true) {
-            let r = try CLI.run(["diff", packed.path, fa.path])
-            #expect(r.status == 0, "\(r.stderr)")
-        }
+        let r = try CLI.run(["diff", packed.path, fa.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("identical"))
     }
 }
