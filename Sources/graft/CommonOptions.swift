@@ -30,8 +30,12 @@ struct OutputOptions: ParsableArguments {
 
 /// Options for commands that write a file.
 struct WriteOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: "Output file (.safetensors, or .safetensors.zst for zstd).")
-    var output: String
+    @Option(name: [.customShort("o"), .customLong("output")],
+            help: "Output file (.safetensors, or .safetensors.zst for zstd).")
+    var outputPath: String?
+
+    /// The output path; commands that write check in validate() that it was given.
+    var output: String { outputPath ?? "" }
 
     @Flag(name: .shortAndLong, help: "Overwrite the output if it exists.")
     var force = false
@@ -42,6 +46,11 @@ struct WriteOptions: ParsableArguments {
 
     /// Whether the output is written zstd-compressed (its name ends in .zst).
     var isCompressed: Bool { output.hasSuffix(".zst") }
+
+    /// Throws unless -o was given (every writing command except `merge --dry-run`).
+    func requireOutput() throws {
+        if outputPath == nil || outputPath!.isEmpty { throw ValidationError("Missing expected argument '--output <output>' (-o).") }
+    }
 
     func validate() throws {
         if let zstdLevel {

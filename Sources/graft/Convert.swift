@@ -58,6 +58,7 @@ extension Graft {
         @OptionGroup var options: OutputOptions
 
         func validate() throws {
+            try write.requireOutput()
             guard let d = DType(userSpelling: dtype), d.isConvertibleFloat else {
                 throw ValidationError("--dtype must be fp16, bf16, fp32 or fp64 (got '\(dtype)').")
             }

@@ -38,7 +38,7 @@ extension Graft {
         @Flag(help: "Merge the modules that match and report the others instead of failing.")
         var allowUnmatched = false
 
-        @Flag(help: "Print the plan (which module goes to which tensor); write nothing.")
+        @Flag(help: "Print the plan (which module goes to which tensor); write nothing (-o is optional).")
         var dryRun = false
 
         @Option(help: "Worker threads (default: all cores).")
@@ -47,6 +47,7 @@ extension Graft {
         @OptionGroup var options: OutputOptions
 
         func validate() throws {
+            if !dryRun { try write.requireOutput() }
             if adapters.isEmpty { throw ValidationError("Give at least one adapter to merge.") }
             if MergePrecision(rawValue: precision.lowercased()) == nil && precisionAlias(precision) == nil {
                 throw ValidationError("--precision must be fp32, fp16 or bf16 (got '\(precision)').")
