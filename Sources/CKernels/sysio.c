@@ -11,3 +11,12 @@ int gk_start_writeback(int fd, int64_t offset, int64_t count) {
     return 0;
 #endif
 }
+
+int gk_open_direct_write(const char *path) {
+#if defined(__linux__) && defined(O_DIRECT)
+    return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+#else
+    (void)path;
+    return -1;
+#endif
+}

@@ -20,6 +20,9 @@ public struct Executor: Sendable {
     /// `.raw` writes every chunk at its offset (any order, any thread); `.zstd` feeds
     /// chunks to the compressor in file order through a bounded reorder window.
     public var encoding: OutputEncoding = .raw
+    /// Write uncompressed output past the page cache (O_DIRECT) where the file system
+    /// allows it; on by default unless GRAFT_NO_DIRECT is set. Same bytes either way.
+    public var directIO: Bool = getenv("GRAFT_NO_DIRECT") == nil
 
     public init() {}
 
@@ -87,7 +90,6 @@ public struct Executor: Sendable {
         switch encoding {
         case .raw:
             try output.reserve(byteCount: total)
-            try layout.headerBytes.withUnsafeBytes { try output.write($0, at: 0) }
         case .zstd(let level, let workers):
             let e = try ZstdEncoder(output: output, level: level, workers: workers, pledgedSize: total)
             try layout.headerBytes.withUnsafeBytes { try e.feed($0) }
@@ -101,34 +103,55 @@ public struct Executor: Sendable {
         defer { overflowPerChunk.deallocate() }
         nonisolated(unsafe) let overflowSlots = overflowPerChunk
         let counter = WorkCounter(limit: chunks.count)
-        _ = counter.addDone(layout.headerBytes.count)
+        if encoding != .raw { _ = counter.addDone(layout.headerBytes.count) }
         let nThreads = max(1, min(threads, chunks.count))
         let precision = plan.precision
         let workerElements = bufferElements
         nonisolated(unsafe) let jobsRef = jobs
         nonisolated(unsafe) let chunksRef = chunks
         let orderedSink = sink
-        runOnThreads(nThreads) { _ in
-            let worker = ChunkWorker(capacity: workerElements, precision: precision)
+        // Uncompressed output: one writer thread does every pwrite (see PositionalWriter).
+        let writer: PositionalWriter? = orderedSink == nil
+            ? PositionalWriter(output: output, totalBytes: total, direct: directIO, onWritten: { n in progress?(counter.addDone(n), total) })
+            : nil
+        // The header goes through the writer too (direct mode assembles whole blocks);
+        // this copy lives until the writer has finished.
+        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.headerBytes.count, alignment: 64)
+        defer { header.deallocate() }
+        _ = layout.headerBytes.withUnsafeBytes { header.copyMemory(from: $0) }
+        if let writer { try writer.submit(UnsafeRawBufferPointer(header), at: 0, buffer: nil) }
+        let maxOutSize = plan.tensors.map { $0.output.dtype.bitCount / 8 }.max() ?? 8
+        runOnThreads(nThreads) { index in
+            let worker = ChunkWorker(capacity: workerElements, precision: precision, worker: index,
+                                     maxOutputElementSize: max(1, maxOutSize))
+            if let writer { worker.waitUntilFree = { try writer.waitUntilFree($0) } }
+            defer {
+                // The writer may still hold this worker's buffers: wait before freeing them.
+                if let writer { for b in [2 * index, 2 * index + 1] { try? writer.waitUntilFree(b) } }
+            }
             while let ci = counter.take() {
                 let c = chunksRef[ci]
                 let job = jobsRef[c.tensor]
                 do {
                     let r: (bytes: Int, overflow: Int)
                     if let orderedSink {
-                        r = try worker.produce(c, of: job, c.tensor) { bytes, _ in try orderedSink.submit(ci, bytes) }
+                        r = try worker.produce(c, of: job, c.tensor) { bytes, _, _ in try orderedSink.submit(ci, bytes) }
+                        progress?(counter.addDone(r.bytes), total)
                     } else {
-                        r = try worker.produce(c, of: job, c.tensor) { bytes, offset in try output.write(bytes, at: offset) }
+                        r = try worker.produce(c, of: job, c.tensor) { bytes, offset, id in
+                            try writer!.submit(bytes, at: offset, buffer: id)
+                        }
                     }
                     overflowSlots[ci] = r.overflow
-                    let done = counter.addDone(r.bytes)
-                    progress?(done, total)
                 } catch {
                     // Record the real error before waking the workers waiting for their turn.
                     counter.fail(error)
                     orderedSink?.cancel()
                 }
             }
+        }
+        if let writer {
+            do { try writer.finish() } catch { counter.fail(error) }
         }
         if let e = counter.firstError { throw e }
         var compressed: Int? = nil
@@ -183,25 +206,39 @@ func monotonicSeconds() -> Double {
 final class ChunkWorker {
     private var acc: UnsafeMutablePointer<Float>
     private var scratch: UnsafeMutablePointer<Float>
-    private var outBuf: UnsafeMutableRawPointer
+    /// Two output buffers: one can be queued for writing while the other is filled.
+    private var outBufs: [UnsafeMutableRawPointer]
+    private var current = 0
+    private let bufferIDs: [Int]
+    /// Waits until the writer has released a buffer (nil: buffers are never queued).
+    var waitUntilFree: ((Int) throws -> Void)?
     private let capacity: Int
     private var upBuf = FloatBuffer()
     private var downBuf = FloatBuffer()
     private var downKey: (tensor: Int, delta: Int)? = nil
     private let precision: MergePrecision
 
-    init(capacity: Int, precision: MergePrecision) {
+    init(capacity: Int, precision: MergePrecision, worker: Int = 0, maxOutputElementSize: Int = 8) {
         self.capacity = capacity
         self.precision = precision
         acc = .allocate(capacity: capacity)
         scratch = .allocate(capacity: precision == .fp32 ? 1 : capacity)
-        outBuf = .allocate(byteCount: capacity * 8, alignment: 64)
+        outBufs = (0..<2).map { _ in .allocate(byteCount: capacity * maxOutputElementSize, alignment: 64) }
+        bufferIDs = [2 * worker, 2 * worker + 1]
+    }
+
+    /// The next output buffer and its id, once the writer is done with it.
+    private func nextBuffer() throws -> (UnsafeMutableRawPointer, Int) {
+        current ^= 1
+        let id = bufferIDs[current]
+        try waitUntilFree?(id)
+        return (outBufs[current], id)
     }
 
     deinit {
         acc.deallocate()
         scratch.deallocate()
-        outBuf.deallocate()
+        for b in outBufs { b.deallocate() }
         upBuf.p.deallocate()
         downBuf.p.deallocate()
     }
@@ -209,7 +246,7 @@ final class ChunkWorker {
     /// Produces one chunk and hands it to `emit` with its absolute file offset; returns
     /// the number of output bytes and how many finite values overflowed to ±inf.
     func produce(_ c: Executor.Chunk, of job: Executor.Job, _ jobIndex: Int,
-                 emit: (UnsafeRawBufferPointer, Int) throws -> Void) throws -> (bytes: Int, overflow: Int) {
+                 emit: (UnsafeRawBufferPointer, Int, Int?) throws -> Void) throws -> (bytes: Int, overflow: Int) {
         let p = job.planned
         let src = p.source.data(of: p.input)
         let inSize = p.input.dtype.bitCount / 8
@@ -217,14 +254,15 @@ final class ChunkWorker {
         switch p.operation {
         case .copy:
             let bytes = UnsafeRawBufferPointer(rebasing: src[c.start ..< c.end])
-            try emit(bytes, job.outOffset + c.start)
+            try emit(bytes, job.outOffset + c.start, nil)
             return (c.end - c.start, 0)
         case .convert:
             let n = c.end - c.start
+            let (outBuf, id) = try nextBuffer()
             // Counting re-reads the cache-resident chunk only for narrowing pairs.
             let overflow = Conversion.convertCountingOverflow(src.baseAddress! + c.start * inSize, from: p.input.dtype,
                                                               to: outBuf, p.output.dtype, count: n)
-            try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * outSize)
+            try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * outSize, id)
             return (n * outSize, overflow)
         case .merge(let deltas):
             let cols = job.columns
@@ -237,9 +275,10 @@ final class ChunkWorker {
                 if lo >= hi { continue }
                 try apply(d, key: (jobIndex, di), rows: lo ..< hi, chunkStart: c.start, columns: cols)
             }
+            let (outBuf, id) = try nextBuffer()
             let overflow = Conversion.convertCountingOverflow(UnsafeRawPointer(acc), from: .F32,
                                                               to: outBuf, p.output.dtype, count: n)
-            try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * cols * outSize)
+            try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * cols * outSize, id)
             return (n * outSize, overflow)
         }
     }

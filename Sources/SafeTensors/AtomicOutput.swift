@@ -86,8 +86,10 @@ public final class AtomicOutput: @unchecked Sendable {
     }
 
     /// Writes all of `bytes` at absolute file offset `offset` (`pwrite(2)`, retried until complete).
-    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+    /// - Parameter fd: another descriptor of the temporary file (from ``openDirectDescriptor()``).
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int, descriptor fd: Int32? = nil) throws {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        let descriptor = fd ?? self.descriptor
         var done = 0
         while done < bytes.count {
             let n = retryingEINTR { pwrite(descriptor, base + done, bytes.count - done, off_t(offset + done)) }
@@ -101,15 +103,20 @@ public final class AtomicOutput: @unchecked Sendable {
             if n == 0 { throw SafeTensorsError(.io, file: path, offset: UInt64(offset + done), "pwrite wrote nothing") }
             done += n
         }
-        startWriteback(offset: offset, count: bytes.count)
     }
 
-    /// Starts writing a just-written range to disk without waiting (Linux
-    /// `sync_file_range`), so that the final fsync has little left to do and disk
-    /// writes overlap with computing the next chunks. A hint: errors are ignored
-    /// (fsync in ``commit()`` reports them).
-    private func startWriteback(offset: Int, count: Int) {
-        if count >= 1 << 20 { _ = gk_start_writeback(descriptor, Int64(offset), Int64(count)) }
+    /// Opens a second descriptor on the temporary file that bypasses the page cache
+    /// (`O_DIRECT`), or returns nil where the file system does not support it. Writes
+    /// through it must use 4096-byte aligned buffers, offsets and lengths; the caller
+    /// closes it before ``commit()``.
+    public func openDirectDescriptor() -> Int32? {
+        let fd = gk_open_direct_write(temporaryPath)
+        return fd >= 0 ? fd : nil
+    }
+
+    /// Sets the file's final size (after direct writes rounded up to whole blocks).
+    public func truncate(to byteCount: Int) throws {
+        if ftruncate(descriptor, off_t(byteCount)) != 0 { throw systemError("ftruncate", file: path) }
     }
 
     /// Writes `bytes` at the current file position (for streamed formats such as zstd).

@@ -157,6 +157,10 @@ void gk_diff_combine(gk_diff *a, const gk_diff *b);
  *  Returns 0 or -1 with errno set. */
 int gk_start_writeback(int fd, int64_t offset, int64_t count);
 
+/** Opens an existing file for writing with O_DIRECT (bypassing the page cache).
+ *  Returns the descriptor, or -1 (errno set) where unsupported (tmpfs, non-Linux). */
+int gk_open_direct_write(const char *path);
+
 #ifdef __cplusplus
 }
 #endif
