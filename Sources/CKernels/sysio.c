@@ -3,15 +3,6 @@
 #include <fcntl.h>
 #include "CKernels.h"
 
-int gk_start_writeback(int fd, int64_t offset, int64_t count) {
-#ifdef __linux__
-    return sync_file_range(fd, (off_t)offset, (off_t)count, SYNC_FILE_RANGE_WRITE);
-#else
-    (void)fd; (void)offset; (void)count;
-    return 0;
-#endif
-}
-
 int gk_open_direct_write(const char *path) {
 #if defined(__linux__) && defined(O_DIRECT)
     return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);

@@ -152,11 +152,6 @@ void gk_diff_combine(gk_diff *a, const gk_diff *b);
 
 /* ------------------------------------------------------------------ I/O */
 
-/** Starts writeback of a written file range without waiting for it
- *  (Linux sync_file_range with SYNC_FILE_RANGE_WRITE; a no-op elsewhere).
- *  Returns 0 or -1 with errno set. */
-int gk_start_writeback(int fd, int64_t offset, int64_t count);
-
 /** Opens an existing file for writing with O_DIRECT (bypassing the page cache).
  *  Returns the descriptor, or -1 (errno set) where unsupported (tmpfs, non-Linux). */
 int gk_open_direct_write(const char *path);
