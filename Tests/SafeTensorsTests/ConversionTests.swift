@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Testing
+import Fixtures
 @testable import SafeTensors
 
 // Tests of the CKernels conversions, LoRA GEMM and statistics, run for every CPU level the
@@ -120,16 +121,6 @@ fileprivate func refF32toBF16(_ u: UInt32) -> UInt16 {
 
 // MARK: - Helpers
 
-fileprivate struct ConvRNG: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 fileprivate let allLevels: [Int] = Array(0...Conversion.detectedCPULevel)
 
@@ -151,7 +142,7 @@ fileprivate func convertArray<S, D>(_ src: [S], _ st: DType, _ dt: DType, as: D.
 
 /// f32 bit patterns biased towards the f16-relevant exponents, ties and specials.
 fileprivate func sampleF32Bits(_ n: Int, seed: UInt64) -> [UInt32] {
-    var g = ConvRNG(state: seed)
+    var g = SplitMix64(seed: seed)
     return (0..<n).map { i in
         let u = UInt32(truncatingIfNeeded: g.next())
         switch i % 8 {
@@ -280,7 +271,7 @@ struct ConversionTests {
     @Test(arguments: allLevels)
     func sampledF64Narrowing(level: Int) {
         withLevel(level) {
-            var g = ConvRNG(state: 42)
+            var g = SplitMix64(seed: 42)
             let src: [UInt64] = (0..<300_001).map { i in
                 let u = g.next()
                 if i % 2 == 0 { return (u & 0x800F_FFFF_FFFF_FFFF) | (UInt64(1023 - 30 + Int(g.next() % 48)) << 52) }
@@ -371,23 +362,9 @@ struct ConversionTests {
 
     // MARK: numpy cross-check
 
-    static let numpyAvailable: Bool = runPython(["-c", "import numpy"]) == 0
-    static let inCI = ProcessInfo.processInfo.environment["CI"] != nil
-
-    static func runPython(_ args: [String]) -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        do { try p.run() } catch { return -1 }
-        p.waitUntilExit()
-        return p.terminationStatus
-    }
-
-    @Test(.enabled(if: numpyAvailable || inCI, "python3 with numpy not available: numpy cross-check skipped"))
+    @Test(.enabled(if: PythonRunner.hasNumpy || PythonRunner.isCI, "python3 with numpy not available: numpy cross-check skipped"))
     func matchesNumpy() throws {
-        guard Self.numpyAvailable else {
+        guard PythonRunner.hasNumpy else {
             Issue.record("CI is set but python3 -c 'import numpy' fails")
             return
         }
@@ -396,7 +373,7 @@ struct ConversionTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let n = 400_000
         let src32 = sampleF32Bits(n, seed: 0xA11CE)
-        var g = ConvRNG(state: 99)
+        var g = SplitMix64(seed: 99)
         let src64: [UInt64] = (0..<n).map { i in
             let u = g.next()
             return i % 2 == 0 ? (u & 0x800F_FFFF_FFFF_FFFF) | (UInt64(1023 - 30 + Int(g.next() % 48)) << 52) : u
@@ -410,7 +387,7 @@ struct ConversionTests {
         np.fromfile(d + '/in32', dtype='<f4').astype(np.float16).tofile(d + '/out32')
         np.fromfile(d + '/in64', dtype='<f8').astype(np.float16).tofile(d + '/out64')
         """
-        #expect(Self.runPython(["-c", script, dir.path]) == 0)
+        #expect(try PythonRunner.run(["-c", script, dir.path]).status == 0)
         let np32 = try Data(contentsOf: dir.appendingPathComponent("out32")).withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
         let np64 = try Data(contentsOf: dir.appendingPathComponent("out64")).withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
         for level in allLevels {
@@ -438,7 +415,7 @@ struct ConversionTests {
         }
     }
 
-    fileprivate static func randomFloats(_ n: Int, _ g: inout ConvRNG) -> [Float] {
+    fileprivate static func randomFloats(_ n: Int, _ g: inout SplitMix64) -> [Float] {
         (0..<n).map { _ in
             let x = Float(Int64(bitPattern: g.next()) % 2_000_001) / 1_000_000  // [-2, 2]
             let e = Float(sign: .plus, exponent: Int(g.next() % 9) - 4, significand: 1)
@@ -455,7 +432,7 @@ struct ConversionTests {
     func gemmMatchesReferenceAtEveryLevel(shape: Int) {
         let (m, n, r) = Self.gemmShapes[shape]
         let lda = n + 3, ldu = r + 2, ldd = n + 5
-        var g = ConvRNG(state: UInt64(shape) &+ 1234)
+        var g = SplitMix64(seed: UInt64(shape) &+ 1234)
         let acc0 = Self.randomFloats(m * lda, &g)
         let U = Self.randomFloats(m * ldu, &g)
         let D = Self.randomFloats(max(r, 1) * ldd, &g)
@@ -475,7 +452,7 @@ struct ConversionTests {
 
     @Test func gemmIsIndependentOfCallerBlocking() {
         let m = 37, n = 301, r = 19
-        var g = ConvRNG(state: 77)
+        var g = SplitMix64(seed: 77)
         let acc0 = Self.randomFloats(m * n, &g), U = Self.randomFloats(m * r, &g), D = Self.randomFloats(r * n, &g)
         var whole = acc0
         whole.withUnsafeMutableBufferPointer { gk_lora_gemm_f32(m, n, r, $0.baseAddress!, n, U, r, D, n, -1.25, 0.5) }
@@ -529,7 +506,7 @@ struct ConversionTests {
     }
 
     static func statsSample(_ n: Int, seed: UInt64) -> [Float] {
-        var g = ConvRNG(state: seed)
+        var g = SplitMix64(seed: seed)
         var x = randomFloats(n, &g)
         for i in stride(from: 3, to: n, by: 97) { x[i] = [.nan, .infinity, -.infinity, Float(bitPattern: 0x7FA0_0001)][i % 4] }
         return x
@@ -585,7 +562,7 @@ struct ConversionTests {
     func diffMatchesReference(n: Int) {
         let a = Self.statsSample(n, seed: 11)
         var b = a
-        var g = ConvRNG(state: 12)
+        var g = SplitMix64(seed: 12)
         for i in b.indices where g.next() % 3 == 0 { b[i] = b[i] * 1.001 + 1e-3 }
         if n > 10 { b[5] = .nan; b[6] = -0.0; b[7] = a[7].isNaN ? 0 : -a[7] }
         let expected = Self.refDiff(a, b)

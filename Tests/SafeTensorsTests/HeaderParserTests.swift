@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Fixtures
 
 import SafeTensors
 
@@ -84,18 +85,6 @@ private func expectHeader(_ file: [UInt8], sourceLocation: SourceLocation = #_so
     }
 }
 
-/// A tiny seeded generator (SplitMix64), so property tests are reproducible.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 // MARK: - Length prefix (§2 steps 1-4)
 
@@ -979,24 +968,6 @@ struct HeaderPropertyTests {
 
 /// The reference Python package, when `python3 -c "import safetensors, numpy"` works.
 private enum Reference {
-    static let isCI = ProcessInfo.processInfo.environment["CI"] != nil
-
-    static let isAvailable: Bool = (try? run(["-c", "import safetensors, numpy"]).status) == 0
-
-    /// Runs `python3 <arguments>` and returns its exit status and combined output.
-    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
     /// For each file in `directory`, one line: `<file name> OK` or `<file name> ERR <message>`.
     static let script = """
         import os, sys
@@ -1050,10 +1021,10 @@ struct HeaderReferenceCrossCheckTests {
     ]
 
     @Test("the reference accepts exactly the files graft accepts (duplicate names aside)",
-          .enabled(if: Reference.isAvailable || Reference.isCI,
+          .enabled(if: PythonRunner.hasSafetensors || PythonRunner.isCI,
                    "python3 with safetensors and numpy not found; skipping the reference cross-check"))
     func crossCheck() throws {
-        guard Reference.isAvailable else {
+        guard PythonRunner.hasSafetensors else {
             Issue.record("CI is set but `python3 -c \"import safetensors, numpy\"` fails; run `make deps`")
             return
         }
@@ -1087,7 +1058,7 @@ struct HeaderReferenceCrossCheckTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         for c in cases { try Data(c.bytes).write(to: directory.appendingPathComponent(c.name)) }
 
-        let result = try Reference.run(["-c", Reference.script, directory.path])
+        let result = try PythonRunner.run(["-c", Reference.script, directory.path])
         try #require(result.status == 0, "python failed: \(result.output)")
         var verdicts: [String: String] = [:]
         for line in result.output.split(separator: "\n") {

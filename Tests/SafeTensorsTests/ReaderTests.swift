@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Fixtures
 
 import SafeTensors
 
@@ -221,7 +222,7 @@ struct SourceReaderTests {
     @Test("garbage after the zstd magic is an error (seeded)", arguments: [1, 2, 3] as [UInt64])
     func zstdGarbage(seed: UInt64) throws {
         try withReaderDirectory { dir in
-            var rng = SystemRandomNumberGeneratorSeeded(seed: seed)
+            var rng = SplitMix64(seed: seed)
             let url = dir.appendingPathComponent("g.safetensors.zst")
             for length in [0, 1, 3, 17, 200, 5000] {
                 let garbage = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -238,18 +239,6 @@ struct SourceReaderTests {
     }
 }
 
-/// SplitMix64, local to this file.
-private struct SystemRandomNumberGeneratorSeeded: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 // MARK: - Things that are not safetensors files
 

@@ -453,22 +453,6 @@ struct AtomicOutputWriterTests {
 // MARK: - The reference implementation (Python `safetensors`)
 
 private enum PythonReference {
-    static let isCI = ProcessInfo.processInfo.environment["CI"].map { !$0.isEmpty } ?? false
-    static let isAvailable: Bool = (try? run(["-c", "import safetensors, numpy"]).status) == 0
-
-    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
     /// Reads every file of a spec (names, metadata and data as hex) with the reference
     /// three ways (deserialize: raw bytes of every dtype; safe_open: header values,
     /// metadata and numpy tensors; load_file when numpy can hold every dtype) and
@@ -590,7 +574,7 @@ private enum PythonReference {
 
 @Suite("writer: the reference implementation", .serialized)
 struct ReferenceWriterTests {
-    static let enabled = PythonReference.isAvailable || PythonReference.isCI
+    static let enabled = PythonRunner.hasSafetensors || PythonRunner.isCI
 
     /// Files covering the dtypes numpy has, BF16 (read raw), sub-byte and F8 types (header
     /// and raw bytes only), scalars, zero-size tensors, metadata and awkward names.
@@ -636,7 +620,7 @@ struct ReferenceWriterTests {
     @Test("the reference reads graft's files back identically (values, raw bytes, metadata, order)",
           .enabled(if: enabled, "python3 with safetensors and numpy not found; reference check skipped"))
     func referenceReadsGraft() throws {
-        try #require(PythonReference.isAvailable, "CI is set but `python3 -c \"import safetensors, numpy\"` fails")
+        try #require(PythonRunner.hasSafetensors, "CI is set but `python3 -c \"import safetensors, numpy\"` fails")
         var rng = SplitMix64(seed: 77)
         try withWriterDirectory { dir in
             var spec: [[String: Any]] = []
@@ -661,7 +645,7 @@ struct ReferenceWriterTests {
             try JSONSerialization.data(withJSONObject: spec).write(to: specPath)
             let scriptPath = dir.appendingPathComponent("read.py")
             try Data(PythonReference.readScript.utf8).write(to: scriptPath)
-            let result = try PythonReference.run([scriptPath.path, specPath.path])
+            let result = try PythonRunner.run([scriptPath.path, specPath.path])
             #expect(result.status == 0, "\(result.output)")
             #expect(result.output.contains("VERDICT OK"), "\(result.output)")
         }
@@ -670,11 +654,11 @@ struct ReferenceWriterTests {
     @Test("files written by the reference parse with graft and graft rewrites them byte for byte",
           .enabled(if: enabled, "python3 with safetensors and numpy not found; reference check skipped"))
     func graftMatchesReferenceWriter() throws {
-        try #require(PythonReference.isAvailable, "CI is set but `python3 -c \"import safetensors, numpy\"` fails")
+        try #require(PythonRunner.hasSafetensors, "CI is set but `python3 -c \"import safetensors, numpy\"` fails")
         try withWriterDirectory { dir in
             let scriptPath = dir.appendingPathComponent("write.py")
             try Data(PythonReference.writeScript.utf8).write(to: scriptPath)
-            let result = try PythonReference.run([scriptPath.path, dir.path])
+            let result = try PythonRunner.run([scriptPath.path, dir.path])
             try #require(result.status == 0 && result.output.contains("WROTE"), "\(result.output)")
             let manifestData = try Data(contentsOf: dir.appendingPathComponent("manifest.json"))
             let manifest = try #require(try JSONSerialization.jsonObject(with: manifestData) as? [[String: Any]])
