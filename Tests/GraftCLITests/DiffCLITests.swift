@@ -71,9 +71,10 @@ struct DiffCLITests {
         #expect(w["differing"] as? Int == differ)
         #expect(w["group"] as? String == "unet.input_blocks.1")
         #expect(abs((w["max_abs_diff"] as? Double ?? -1) - maxAbs) <= 1e-12)
-        #expect(abs((w["mean_abs_diff"] as? Double ?? -1) - sumAbs / 1200) <= 1e-12)
+        // Compared in fp32, summed in fp32 blocks then in double: ~1e-7 relative.
+        #expect(abs((w["mean_abs_diff"] as? Double ?? -1) - sumAbs / 1200) <= 1e-6 * sumAbs / 1200)
         #expect(abs((w["relative_change"] as? Double ?? -1) - sqd.squareRoot() / sqa.squareRoot()) <= 1e-9)
-        #expect(abs((w["cosine"] as? Double ?? -1) - dot / (sqa.squareRoot() * sqb.squareRoot())) <= 1e-12)
+        #expect(abs((w["cosine"] as? Double ?? -1) - dot / (sqa.squareRoot() * sqb.squareRoot())) <= 1e-6)
         #expect(doc["top"] as? [String] == ["model.diffusion_model.input_blocks.1.0.w"])
         let groups = try #require(doc["groups"] as? [[String: Any]])
         #expect(groups.first?["group"] as? String == "unet.input_blocks.1")

@@ -99,9 +99,10 @@ struct DiffTests {
         #expect(t.changed && !t.identicalBytes)
         #expect(t.differing == differ)
         #expect(t.maxAbsDiff == maxAbs)
-        #expect(abs(t.meanAbsDiff - sumAbs / 5000) <= 1e-12)
+        // Compared in fp32, summed in fp32 blocks then in double: ~1e-7 relative.
+        #expect(abs(t.meanAbsDiff - sumAbs / 5000) <= 1e-6 * sumAbs / 5000)
         #expect(abs(try #require(t.relativeChange) - sqd.squareRoot() / sqa.squareRoot()) <= 1e-9)
-        #expect(abs(try #require(t.cosine) - ab / (sqa.squareRoot() * sqb.squareRoot())) <= 1e-12)
+        #expect(abs(try #require(t.cosine) - ab / (sqa.squareRoot() * sqb.squareRoot())) <= 1e-6)
         #expect(r.topChanged(5).map(\.name) == ["w"])
         #expect(r.tensors.first { $0.name == "same" }?.changed == false)
     }

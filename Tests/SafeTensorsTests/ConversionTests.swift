@@ -532,11 +532,24 @@ struct ConversionTests {
         }
     }
 
+    /// The diff kernel's fast path, element by element: fp32 differences and products,
+    /// summed per lane (i % 16) in fp32 over blocks of 16 vectors (256 elements, the
+    /// remainder vector a block of its own), each block's sums added to per-lane doubles.
     static func refDiff(_ a: [Float], _ b: [Float]) -> gk_diff {
         var d = gk_diff()
         d.count = UInt64(a.count)
         var mx = [Double](repeating: 0, count: 16), sad = mx, sqd = mx, sa = mx, sb = mx, sab = mx
+        var pad = [Float](repeating: 0, count: 16), psq = pad, pa2 = pad, pb2 = pad, pab = pad
+        func flush() {
+            for l in 0..<16 {
+                sad[l] += Double(pad[l]); sqd[l] += Double(psq[l])
+                sa[l] += Double(pa2[l]); sb[l] += Double(pb2[l]); sab[l] += Double(pab[l])
+                pad[l] = 0; psq[l] = 0; pa2[l] = 0; pb2[l] = 0; pab[l] = 0
+            }
+        }
+        let full = a.count / 16 * 16
         for i in a.indices {
+            if i > 0 && i <= full && (i % 256 == 0 || i == full) { flush() }
             let x = a[i], y = b[i]
             if x.isNaN { d.nan_a += 1 }
             if y.isNaN { d.nan_b += 1 }
@@ -545,11 +558,12 @@ struct ConversionTests {
             if x != y && !(x.isNaN && y.isNaN) { d.differ_count += 1 }
             guard x.isFinite && y.isFinite else { continue }
             d.both_finite += 1
-            let dx = Double(x), dy = Double(y), df = dx - dy, ad = abs(df)
+            let df = x - y, ad = abs(df)
             let l = i % 16
-            if ad > mx[l] { mx[l] = ad }
-            sad[l] += ad; sqd[l] += df * df; sa[l] += dx * dx; sb[l] += dy * dy; sab[l] += dx * dy
+            if Double(ad) > mx[l] { mx[l] = Double(ad) }
+            pad[l] += ad; psq[l] += df * df; pa2[l] += x * x; pb2[l] += y * y; pab[l] += x * y
         }
+        flush()
         for l in 0..<16 {
             d.max_abs_diff = max(d.max_abs_diff, mx[l])
             d.sum_abs_diff += sad[l]; d.sum_sq_diff += sqd[l]
@@ -558,7 +572,25 @@ struct ConversionTests {
         return d
     }
 
-    @Test(arguments: [0, 1, 17, 1000, 65_537])
+    @Test("values whose fp32 squares overflow fall back to double sums")
+    func diffHugeValuesStayFinite() {
+        let n = 1000
+        let a = (0..<n).map { Float($0 % 7 + 1) * 1e30 }
+        let b = a.enumerated().map { $0.offset % 5 == 0 ? $0.element * 0.5 : $0.element }
+        for level in allLevels {
+            withLevel(level) {
+                var d = gk_diff()
+                gk_diff_f32(a, b, n, &d)
+                var sqa = 0.0, sqd = 0.0
+                for i in 0..<n { sqa += Double(a[i]) * Double(a[i]); let x = Double(a[i]) - Double(b[i]); sqd += x * x }
+                #expect(d.sum_sq_a.isFinite && abs(d.sum_sq_a - sqa) <= 1e-12 * sqa, "level \(level)")
+                #expect(d.sum_sq_diff.isFinite && abs(d.sum_sq_diff - sqd) <= 1e-12 * sqd, "level \(level)")
+                #expect(d.differ_count == 200)
+            }
+        }
+    }
+
+    @Test(arguments: [0, 1, 17, 255, 256, 257, 1000, 4096, 4111, 65_537])
     func diffMatchesReference(n: Int) {
         let a = Self.statsSample(n, seed: 11)
         var b = a
@@ -580,6 +612,36 @@ struct ConversionTests {
                 #expect(d.sum_sq_a.bitPattern == expected.sum_sq_a.bitPattern)
                 #expect(d.sum_sq_b.bitPattern == expected.sum_sq_b.bitPattern)
                 #expect(d.sum_ab.bitPattern == expected.sum_ab.bitPattern)
+            }
+        }
+    }
+
+    @Test("the fused f16 diff equals converting to f32 first, at every level",
+          arguments: [0, 1, 15, 16, 17, 1000, 65_537])
+    func fusedHalfDiffMatchesF32(n: Int) {
+        // Random f16 bit patterns: NaNs (both kinds), infinities, subnormals, zeros included.
+        var g = SplitMix64(seed: UInt64(n) &+ 2024)
+        let a = (0..<n).map { _ in UInt16(truncatingIfNeeded: g.next()) }
+        let b = a.map { g.next() % 3 == 0 ? UInt16(truncatingIfNeeded: g.next()) : $0 }
+        var fa = [Float](repeating: 0, count: n), fb = fa
+        a.withUnsafeBytes { src in fa.withUnsafeMutableBytes { gk_f16_to_f32(src.baseAddress, $0.baseAddress, n) } }
+        b.withUnsafeBytes { src in fb.withUnsafeMutableBytes { gk_f16_to_f32(src.baseAddress, $0.baseAddress, n) } }
+        for level in allLevels {
+            withLevel(level) {
+                var want = gk_diff(), got = gk_diff()
+                gk_diff_f32(fa, fb, n, &want)
+                a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in
+                    _ = gk_diff_typed(pa.baseAddress, Int32(GK_F16), pb.baseAddress, Int32(GK_F16), n, &got)
+                } }
+                #expect(got.count == want.count && got.differ_count == want.differ_count &&
+                        got.both_finite == want.both_finite && got.nan_a == want.nan_a && got.nan_b == want.nan_b &&
+                        got.inf_a == want.inf_a && got.inf_b == want.inf_b, "level \(level), n \(n)")
+                #expect(got.max_abs_diff.bitPattern == want.max_abs_diff.bitPattern &&
+                        got.sum_abs_diff.bitPattern == want.sum_abs_diff.bitPattern &&
+                        got.sum_sq_diff.bitPattern == want.sum_sq_diff.bitPattern &&
+                        got.sum_sq_a.bitPattern == want.sum_sq_a.bitPattern &&
+                        got.sum_sq_b.bitPattern == want.sum_sq_b.bitPattern &&
+                        got.sum_ab.bitPattern == want.sum_ab.bitPattern, "level \(level), n \(n)")
             }
         }
     }
