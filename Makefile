@@ -11,11 +11,13 @@ all: build
 # System packages (Debian): libzstd-dev for the zstd target, pkg-config to find it.
 # Python packages for the cross-checks: safetensors (the reference reader) and numpy.
 deps:
-	@if ! (command -v pkg-config >/dev/null && pkg-config --exists libzstd); then \
-	  echo "make: installing libzstd-dev and pkg-config"; \
-	  apt-get update -qq && apt-get install -y -qq libzstd-dev pkg-config zstd >/dev/null; \
-	fi
-	@command -v zstd >/dev/null || apt-get install -y -qq zstd >/dev/null
+	@missing=""; \
+	  pkg-config --exists libzstd 2>/dev/null || missing="$$missing libzstd-dev pkg-config"; \
+	  command -v zstd >/dev/null || missing="$$missing zstd"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "make: installing$$missing"; \
+	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  fi
 	@python3 -c "import safetensors, numpy" 2>/dev/null || \
 	  { echo "make: installing python packages safetensors, numpy"; \
 	    python3 -m pip install -q safetensors numpy 2>&1 | grep -v 'Running pip as' || true; }
