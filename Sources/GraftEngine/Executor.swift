@@ -107,8 +107,8 @@ public struct Executor: Sendable {
         let nThreads = max(1, min(threads, chunks.count))
         let precision = plan.precision
         let workerElements = bufferElements
-        nonisolated(unsafe) let jobsRef = jobs
-        nonisolated(unsafe) let chunksRef = chunks
+        let jobsRef = jobs
+        let chunksRef = chunks
         let orderedSink = sink
         // Uncompressed output: one writer thread does every pwrite (see PositionalWriter).
         let writer: PositionalWriter? = orderedSink == nil
@@ -118,7 +118,7 @@ public struct Executor: Sendable {
         // this copy lives until the writer has finished.
         let header = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.headerBytes.count, alignment: 64)
         defer { header.deallocate() }
-        _ = layout.headerBytes.withUnsafeBytes { header.copyMemory(from: $0) }
+        layout.headerBytes.withUnsafeBytes { header.copyMemory(from: $0) }
         if let writer { try writer.submit(UnsafeRawBufferPointer(header), at: 0, buffer: nil) }
         let maxOutSize = plan.tensors.map { $0.output.dtype.bitCount / 8 }.max() ?? 8
         runOnThreads(nThreads) { index in

@@ -76,7 +76,7 @@ public struct StatisticsRunner: Sendable {
         let results = UnsafeMutablePointer<gk_stats>.allocate(capacity: Swift.max(chunks.count, 1))
         defer { results.deallocate() }
         let counter = WorkCounter(limit: chunks.count)
-        nonisolated(unsafe) let chunksRef = chunks
+        let chunksRef = chunks
         nonisolated(unsafe) let out = results
         runOnThreads(Swift.max(1, Swift.min(threads, chunks.count))) { _ in
             while let ci = counter.take() {
