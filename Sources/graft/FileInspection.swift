@@ -15,12 +15,13 @@ struct FileInspection: Encodable {
     /// Bytes per dtype over all tensors (not only the selected ones).
     let bytesByDType: [String: Int]
 
-    init(file: SafeTensorsFile, selected: [TensorInfo], statistics: [TensorStatistics]?) {
+    /// - Parameter modules: list every adapter module (name, component, kind, layer, rank, alpha).
+    init(file: SafeTensorsFile, selected: [TensorInfo], statistics: [TensorStatistics]?, modules: Bool = false) {
         path = file.path
         fileBytes = file.byteCount
         headerBytes = file.header.byteCount
         report = ListReport(tensors: file.tensors, metadata: file.metadata,
-                            alphaValue: { try file.scalarValue(of: $0) })
+                            alphaValue: { try file.scalarValue(of: $0) }, includeModules: modules)
         tensors = selected
         self.statistics = statistics
         fullMetadata = file.metadata ?? [:]
@@ -130,6 +131,19 @@ struct FileInspection: Encodable {
                 } else {
                     line("  \(key): \(value.count > 120 ? String(value.prefix(117)) + "..." : value)")
                 }
+            }
+        }
+        if let modules = report.adapter?.modules {
+            line("adapter modules (\(modules.count)):")
+            let width = min(90, modules.map(\.name.count).max() ?? 0)
+            for m in modules {
+                var row = "  " + displayable(m.name).padding(width) + "  " + m.component.rawValue.padding(5)
+                    + "  " + m.kind.rawValue.padding(5) + "  " + m.layer.padding(8)
+                if let r = m.rank { row += "  rank \(r)" }
+                if let a = m.alpha { row += "  alpha \(trimNumber(a))" }
+                if m.tucker { row += "  tucker" }
+                if let axis = m.doraAxis { row += "  dora(\(axis))" }
+                line(row)
             }
         }
         if listTensors {

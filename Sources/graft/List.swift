@@ -30,6 +30,9 @@ extension Graft {
         @Flag(help: "Do not list the tensors, only the summary.")
         var noTensors = false
 
+        @Flag(help: "For an adapter, list every module: component, kind, layer type, rank and alpha.")
+        var modules = false
+
         @OptionGroup var options: OutputOptions
 
         func run() throws {
@@ -42,7 +45,7 @@ extension Graft {
                     statistics = try StatisticsRunner().run(file: f, tensors: selected, progress: bar.callback)
                     bar.finish()
                 }
-                let report = FileInspection(file: f, selected: selected, statistics: statistics)
+                let report = FileInspection(file: f, selected: selected, statistics: statistics, modules: modules)
                 if options.json {
                     try printEncoded(report.json(fullMetadata: true))
                 } else {
