@@ -16,7 +16,8 @@ extension Graft {
                 silently); --allow-unmatched merges the rest and still lists them.
 
                 Example (difference training, sd-scripts' reference command):
-                  graft merge model.safetensors base_lora.safetensors:1 -o merged.safetensors --save-precision fp16
+                  graft merge model.safetensors base_lora.safetensors:1 \\
+                    -o merged.safetensors --save-precision fp16
                 """
         )
 
@@ -29,10 +30,10 @@ extension Graft {
 
         @OptionGroup var write: WriteOptions
 
-        @Option(help: "Arithmetic precision: fp32 (default), fp16 or bf16 (every step rounded, as PyTorch).")
+        @Option(help: "Arithmetic precision: fp32, fp16 or bf16 (fp16/bf16 round every step, as PyTorch does).")
         var precision: String = "fp32"
 
-        @Option(help: "dtype of floating tensors written: keep (each tensor's input dtype), fp16, bf16 or fp32.")
+        @Option(help: "dtype of the floating tensors written: keep (each tensor's input dtype), fp16, bf16 or fp32.")
         var savePrecision: String = "keep"
 
         @Flag(help: "Merge the modules that match and report the others instead of failing.")
