@@ -28,7 +28,21 @@ extension Header {
     ///   `.invalidOffset`, `.overflow`, `.misalignedSlice`, `.tensorInvalidInfo` or
     ///   `.incompleteBuffer`, checked in that order.
     public static func parse(file bytes: UnsafeRawBufferPointer, source: String) throws -> Header {
-        let fileSize = bytes.count
+        try parse(bytes, fileSize: bytes.count, coverage: true, source: source).header
+    }
+
+    /// The size a file with this header must have (8 + N + the end of the last tensor),
+    /// from the first bytes of a stream: `bytes` holds at least the length prefix and the
+    /// N header bytes. Every rule except the final coverage check applies. Lets a reader
+    /// of a pipe or a zstd stream stop as soon as the stream runs past what its header declares.
+    /// - Throws: `SafeTensorsError` as ``parse(file:source:)``, except `.incompleteBuffer`.
+    public static func declaredFileSize(prefix bytes: UnsafeRawBufferPointer, source: String) throws -> UInt64 {
+        try parse(bytes, fileSize: Int.max, coverage: false, source: source).declaredSize
+    }
+
+    private static func parse(_ bytes: UnsafeRawBufferPointer, fileSize declaredFileSize: Int, coverage: Bool,
+                              source: String) throws -> (header: Header, declaredSize: UInt64) {
+        let fileSize = coverage ? bytes.count : declaredFileSize
         // 1. The 8-byte little-endian length prefix.
         guard fileSize >= 8 else {
             throw SafeTensorsError(
@@ -45,7 +59,7 @@ extension Header {
         }
         let headerLength = Int(n)  // n <= 100,000,000
         // 4. The header must fit in the file.
-        guard headerLength <= fileSize - 8 else {
+        guard headerLength <= bytes.count - 8 else {
             throw SafeTensorsError(
                 .invalidHeaderLength, file: source, offset: 0,
                 "header length \(n) runs past the end of the file: 8 + \(n) > file size \(fileSize)")
@@ -61,8 +75,9 @@ extension Header {
         try rejectDuplicateNames(parser.entries, source: source)
         // 7-8. Tensor table validation and full coverage of the data buffer.
         let tensors = try validate(
-            parser.entries, dataStart: UInt64(headerEnd), fileSize: UInt64(fileSize), source: source)
-        return Header(tensors: tensors, metadata: parser.metadata, byteCount: headerLength)
+            parser.entries, dataStart: UInt64(headerEnd), fileSize: UInt64(fileSize), coverage: coverage, source: source)
+        let declared = UInt64(headerEnd) + (tensors.last?.dataOffsets.upperBound ?? 0)
+        return (Header(tensors: tensors, metadata: parser.metadata, byteCount: headerLength), declared)
     }
 
     // MARK: - Validation (§5)
@@ -80,8 +95,10 @@ extension Header {
         }
     }
 
+    /// - Parameter coverage: require the tensors to end exactly at `fileSize` (false when
+    ///   only a stream's first bytes are known and `fileSize` is an upper bound).
     private static func validate(
-        _ entries: [RawTensorEntry], dataStart: UInt64, fileSize: UInt64, source: String
+        _ entries: [RawTensorEntry], dataStart: UInt64, fileSize: UInt64, coverage: Bool = true, source: String
     ) throws -> [TensorInfo] {
         // Sort by (begin, end); ties keep JSON order so errors are deterministic.
         let order = entries.indices.sorted { a, b in
@@ -143,7 +160,7 @@ extension Header {
                 offset: tensors.last.flatMap { absolute($0.dataOffsets.lowerBound) },
                 "tensors end at data offset \(cursor) but the data buffer holds only \(dataSize) bytes")
         }
-        if total < fileSize {
+        if coverage && total < fileSize {
             throw SafeTensorsError(
                 .incompleteBuffer, file: source, offset: total,
                 "\(fileSize - total) bytes after the last tensor are not covered by any tensor "

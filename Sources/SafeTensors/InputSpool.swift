@@ -74,9 +74,61 @@ enum InputSpool {
         }
     }
 
+    /// Writes a stream to the spool file, but never more than its own header declares:
+    /// the header length is checked against the 100,000,000-byte limit as soon as the
+    /// first 8 bytes are in, the header is validated as soon as it is complete, and the
+    /// stream is cut off with an error the moment it runs past 8 + N + the end of the
+    /// last tensor. A 30 KB zstd bomb or an endless pipe thus costs at most the header
+    /// limit, not the disk.
+    struct BoundedSpool {
+        let fd: Int32
+        let display: String
+        private(set) var total: UInt64 = 0
+        private var head: [UInt8] = []
+        private var headLength: Int? = nil   // 8 + N once N is known
+        private var declared: UInt64? = nil
+
+        init(fd: Int32, display: String) {
+            self.fd = fd
+            self.display = display
+        }
+
+        mutating func write(_ p: UnsafeRawPointer, _ count: Int) throws {
+            guard count > 0 else { return }
+            if declared == nil { try collectHeader(p, count) }
+            let (after, overflow) = total.addingReportingOverflow(UInt64(count))
+            if let declared, overflow || after > declared {
+                throw SafeTensorsError(.incompleteBuffer, file: display, offset: declared,
+                                       "the stream goes on past the \(declared) bytes its header declares")
+            }
+            try InputSpool.writeAll(fd, p, count, display: display)
+            total = after
+        }
+
+        private mutating func collectHeader(_ p: UnsafeRawPointer, _ count: Int) throws {
+            let want = (headLength ?? 8) - head.count
+            head.append(contentsOf: UnsafeRawBufferPointer(start: p, count: min(count, max(want, 0))))
+            if headLength == nil && head.count >= 8 {
+                var n: UInt64 = 0
+                for i in (0..<8).reversed() { n = n << 8 | UInt64(head[i]) }
+                guard n <= Header.maxByteCount else {
+                    throw SafeTensorsError(.headerTooLarge, file: display, offset: 0,
+                                           "header length \(n) exceeds the \(Header.maxByteCount)-byte limit")
+                }
+                headLength = 8 + Int(n)
+                if count > want { try collectHeader(p + want, count - want); return }
+            }
+            if let headLength, head.count >= headLength {
+                declared = try head.withUnsafeBytes { try Header.declaredFileSize(prefix: $0, source: display) }
+                head = []
+            }
+        }
+    }
+
     private static func spool(from fd: Int32, display: String, firstBytes: [UInt8], compressed: Bool) throws -> MappedFile {
         let out = try makeTempFile(display: display)
         defer { close(out) }
+        var sink = BoundedSpool(fd: out, display: display)
         let inBuf = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64)
         defer { inBuf.deallocate() }
         var pending = firstBytes.count
@@ -84,12 +136,12 @@ enum InputSpool {
             if !src.isEmpty { inBuf.copyMemory(from: src.baseAddress!, byteCount: src.count) }
         }
         if !compressed {
-            try writeAll(out, inBuf, pending, display: display)
+            try sink.write(inBuf, pending)
             while true {
                 let n = retryingEINTR { read(fd, inBuf, bufferSize) }
                 if n < 0 { throw systemError("read", file: display) }
                 if n == 0 { break }
-                try writeAll(out, inBuf, n, display: display)
+                try sink.write(inBuf, n)
             }
             return try MappedFile(descriptor: out, displayName: display)
         }
@@ -128,7 +180,7 @@ enum InputSpool {
                 }
                 lastRet = r
                 if output.pos > 0 {
-                    try writeAll(out, outBuf, output.pos, display: display)
+                    try sink.write(outBuf, output.pos)
                     total += UInt64(output.pos)
                 }
             }
@@ -143,7 +195,7 @@ enum InputSpool {
             let r = ZSTD_decompressStream(dctx, &output, &input)
             if ZSTD_isError(r) != 0 { break }
             if output.pos > 0 {
-                try writeAll(out, outBuf, output.pos, display: display)
+                try sink.write(outBuf, output.pos)
                 total += UInt64(output.pos)
             }
             lastRet = r
