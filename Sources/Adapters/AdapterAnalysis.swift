@@ -130,7 +130,12 @@ public struct AdapterAnalysis: Sendable {
         training = TrainingMetadata(metadata ?? [:])
 
         // 1. Group keys by module prefix.
-        struct Group { var parts: [PartRole: TensorInfo] = [:]; var spelling: LoRASpelling?; var unknown: [String] = [] }
+        struct Group {
+            var parts: [PartRole: TensorInfo] = [:]
+            var spelling: LoRASpelling?
+            var unknown: [String] = []
+            var duplicates: [String] = []   // "down given twice (a and b)"
+        }
         var groups: [String: Group] = [:]
         var unmatched: [TensorInfo] = []
         for t in tensors {
@@ -141,8 +146,9 @@ public struct AdapterAnalysis: Sendable {
                 continue
             }
             guard let s = AdapterKeys.split(t.name) else { unmatched.append(t); continue }
-            if groups[s.module]?.parts[s.role] != nil {
-                groups[s.module, default: Group()].unknown.append(t.name)   // a second spelling of the same role
+            if let first = groups[s.module]?.parts[s.role] {
+                // The same factor spelled twice (kohya and PEFT keys for one layer, say).
+                groups[s.module]?.duplicates.append("\(s.role.rawValue) given twice (\(first.name) and \(t.name))")
             } else {
                 groups[s.module, default: Group()].parts[s.role] = t
                 if let sp = s.spelling, groups[s.module]?.spelling == nil { groups[s.module]?.spelling = sp }
@@ -164,7 +170,7 @@ public struct AdapterAnalysis: Sendable {
         var modules: [AdapterModule] = groups.map { name, g in
             let a = ModuleNames.address(of: name, spelling: g.spelling)
             return AdapterModule(name: name, parts: g.parts, spelling: g.spelling, unknownKeys: g.unknown,
-                                 component: a.component, scheme: a.scheme, pathKey: a.pathKey)
+                                 duplicates: g.duplicates, component: a.component, scheme: a.scheme, pathKey: a.pathKey)
         }.sorted { $0.name < $1.name }
 
         if let alphaValue {

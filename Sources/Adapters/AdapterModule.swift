@@ -115,6 +115,8 @@ public struct ModuleIssue: Sendable, Equatable, Codable {
         case nonFloatDType = "non_float_dtype"
         /// Keys with suffixes graft does not know.
         case unknownSuffix = "unknown_suffix"
+        /// One factor spelled twice in one module (e.g. `lora_down.weight` and `lora_A.weight`).
+        case duplicatePart = "duplicate_part"
         /// Only `alpha`/`dora_scale`/`scale` with no weights to go with them.
         case orphan = "orphan"
     }
@@ -183,7 +185,7 @@ public struct AdapterModule: Sendable {
 extension AdapterModule {
     /// Classifies and validates one group of keys.
     init(name: String, parts: [PartRole: TensorInfo], spelling: LoRASpelling?, unknownKeys: [String],
-         component: Component, scheme: NamingScheme, pathKey: String) {
+         duplicates: [String] = [], component: Component, scheme: NamingScheme, pathKey: String) {
         self.name = name
         self.parts = parts
         self.unknownKeys = unknownKeys.sorted()
@@ -253,6 +255,7 @@ extension AdapterModule {
             }
         }
         issues += check.issues
+        for d in duplicates { issues.append(ModuleIssue(kind: .duplicatePart, message: d)) }
         if !unknownKeys.isEmpty && kind != .embedding {
             issues.append(ModuleIssue(kind: .unknownSuffix, message: "unrecognised keys: \(self.unknownKeys.joined(separator: ", "))"))
         }

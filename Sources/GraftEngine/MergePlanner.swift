@@ -115,8 +115,13 @@ public enum MergePlanner {
                     skipped.append("\(m.module): incomplete LoRA module")
                     continue
                 }
-                // sd-scripts: alpha is cast to the merge dtype (fp32) and divided by the rank in fp32.
-                let scale: Float = module.alpha.map { Float($0) / Float(rank) } ?? 1
+                guard up.dtype.isConvertibleFloat, down.dtype.isConvertibleFloat else {
+                    skipped.append("\(m.module): factors are \(up.dtype.rawValue)/\(down.dtype.rawValue); graft merges F16, BF16, F32 and F64 factors only")
+                    continue
+                }
+                // sd-scripts: alpha is cast to the merge dtype and divided by the rank (the
+                // executor rounds the quotient again at fp16/bf16 precision).
+                let scale: Float = module.alpha.map { Self.castAlpha(Float($0), request.precision) / Float(rank) } ?? 1
                 let rows = target.rows ?? 0 ..< (target.tensorShape.first ?? 1)
                 deltas[target.tensorName, default: []].append(
                     WeightDelta(source: file, up: up, down: down, rows: rows, rank: rank,
@@ -142,7 +147,7 @@ public enum MergePlanner {
             let op: TensorOperation
             if let d = deltas[t.name], !d.isEmpty {
                 guard t.dtype.isConvertibleFloat else {
-                    throw EngineError("\(ckpt.path): tensor '\(t.name)' is \(t.dtype.rawValue); adapters can only be merged into floating-point weights")
+                    throw EngineError("\(ckpt.path): tensor '\(t.name)' is \(t.dtype.rawValue); adapters can only be merged into F16, BF16, F32 or F64 weights")
                 }
                 op = .merge(d)
             } else if outType != t.dtype {
@@ -155,6 +160,15 @@ public enum MergePlanner {
         let metadata = provenance(request)
         return MergePlan(execution: ExecutionPlan(tensors: planned, metadata: metadata, precision: request.precision),
                          checkpointPath: ckpt.path, checkpoint: checkpointAnalysis, adapters: parts)
+    }
+
+    /// The alpha tensor as sd-scripts holds it: cast to the merge dtype.
+    static func castAlpha(_ alpha: Float, _ precision: MergePrecision) -> Float {
+        switch precision {
+        case .fp32: return alpha
+        case .fp16: return roundToHalf(alpha)
+        case .bf16: return roundToBFloat(alpha)
+        }
     }
 
     /// Why graft cannot merge this (resolved) module yet, or nil.
