@@ -22,7 +22,7 @@ public struct Executor: Sendable {
     public var encoding: OutputEncoding = .raw
     /// Write uncompressed output past the page cache (O_DIRECT) where the file system
     /// allows it; on by default unless GRAFT_NO_DIRECT is set. Same bytes either way.
-    public var directIO: Bool = getenv("GRAFT_NO_DIRECT") == nil
+    public var directIO: Bool = !environmentFlag("GRAFT_NO_DIRECT")
 
     public init() {}
 
@@ -125,9 +125,12 @@ public struct Executor: Sendable {
             let worker = ChunkWorker(capacity: workerElements, precision: precision, worker: index,
                                      maxOutputElementSize: max(1, maxOutSize))
             if let writer { worker.waitUntilFree = { try writer.waitUntilFree($0) } }
+            // The worker owns the output buffers the writer may still be reading: keep it
+            // alive (Swift may release an object after its last use) until they are free.
             defer {
-                // The writer may still hold this worker's buffers: wait before freeing them.
-                if let writer { for b in [2 * index, 2 * index + 1] { try? writer.waitUntilFree(b) } }
+                withExtendedLifetime(worker) {
+                    if let writer { for b in [2 * index, 2 * index + 1] { try? writer.waitUntilFree(b) } }
+                }
             }
             while let ci = counter.take() {
                 let c = chunksRef[ci]
@@ -179,15 +182,24 @@ public struct Executor: Sendable {
             throw EngineError("\(p.source.path): tensor '\(p.input.name)': cannot merge into a \(p.input.dtype.rawValue) tensor")
         }
         for d in deltas {
+            guard d.up.dtype.isConvertibleFloat, d.down.dtype.isConvertibleFloat else {
+                throw EngineError("\(d.source.path): module '\(d.label)': factors are \(d.up.dtype.rawValue)/\(d.down.dtype.rawValue); only F16, BF16, F32 and F64 factors can be merged")
+            }
             guard d.rows.lowerBound >= 0, d.rows.upperBound <= rows, d.rank > 0,
                   d.up.elementCount == d.rows.count * d.rank,
-                  d.down.elementCount == d.rank * columns,
-                  d.up.dtype.isConvertibleFloat, d.down.dtype.isConvertibleFloat
+                  d.down.elementCount == d.rank * columns
             else {
                 throw EngineError("\(d.source.path): module '\(d.label)': up \(d.up.shape) / down \(d.down.shape) (rank \(d.rank)) do not fit rows \(d.rows) x \(columns) columns of '\(p.input.name)' \(p.input.shape)")
             }
         }
     }
+}
+
+/// Whether an environment variable is set to something other than "", "0" or "false".
+func environmentFlag(_ name: String) -> Bool {
+    guard let raw = getenv(name) else { return false }
+    let v = String(cString: raw).lowercased()
+    return !(v.isEmpty || v == "0" || v == "false" || v == "no")
 }
 
 /// An error of the engine (plan inconsistent with the data); one line.

@@ -159,7 +159,7 @@ public final class AtomicOutput: @unchecked Sendable {
         guard !finished else { return }
         finished = true
         close(descriptor)
-        CleanupRegistry.removeFile(slot: slot)
+        if slot >= 0 { CleanupRegistry.removeFile(slot: slot) } else { unlink(temporaryPath) }
     }
 
     deinit { abort() }

@@ -64,7 +64,10 @@ struct WriteOptions: ParsableArguments {
     }
 
     /// How the executor should encode the output (zstd with all cores for `.zst`).
-    var encoding: OutputEncoding { OutputEncoding.forPath(output, zstdLevel: zstdLevel ?? 3) }
+    /// - Parameter threads: the command's --threads; caps zstd's own workers too.
+    func encoding(threads: Int?) -> OutputEncoding {
+        OutputEncoding.forPath(output, zstdLevel: zstdLevel ?? 3, workers: threads ?? defaultThreadCount())
+    }
 }
 
 enum Terminal {

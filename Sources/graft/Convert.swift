@@ -81,7 +81,7 @@ extension Graft {
                 let out = try AtomicOutput(path: write.output, overwrite: write.force, inputs: [input])
                 var executor = Executor()
                 if let threads { executor.threads = threads }
-                executor.encoding = write.encoding
+                executor.encoding = write.encoding(threads: threads)
                 let bar = ProgressBar(label: "convert", enabled: options.showsProgress && !options.json)
                 let report: ExecutionReport
                 do {

@@ -91,7 +91,7 @@ extension Graft {
                                            inputs: [checkpoint] + inputs.map(\.file.path))
                 var executor = Executor()
                 if let threads { executor.threads = threads }
-                executor.encoding = write.encoding
+                executor.encoding = write.encoding(threads: threads)
                 let bar = ProgressBar(label: "merge", enabled: options.showsProgress && !options.json)
                 let report: ExecutionReport
                 do {
