@@ -110,7 +110,10 @@ public final class AtomicOutput: @unchecked Sendable {
     /// through it must use 4096-byte aligned buffers, offsets and lengths; the caller
     /// closes it before ``commit()``.
     public func openDirectDescriptor() -> Int32? {
-        let fd = gk_open_direct_write(temporaryPath)
+        // Through /proc/self/fd, so it is certainly the file this object created even if
+        // someone renamed another file over the temporary name meanwhile.
+        var fd = gk_open_direct_write("/proc/self/fd/\(descriptor)")
+        if fd < 0 && errno == ENOENT { fd = gk_open_direct_write(temporaryPath) }  // no /proc
         return fd >= 0 ? fd : nil
     }
 
