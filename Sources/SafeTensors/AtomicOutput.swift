@@ -213,13 +213,15 @@ enum CleanupRegistry {
         return -1  // registry full: the file is still removed on normal failure paths
     }
 
+    // The path strings are deliberately never freed: a signal handler running on another
+    // thread may have read a slot just before it was cleared, and must not find freed
+    // memory. That is a few dozen bytes per output file for the life of the process.
+
     static func forget(slot: Int) {
         guard slot >= 0 else { return }
         pthread_mutex_lock(lock)
-        let p = paths[slot]
         paths[slot] = nil
         pthread_mutex_unlock(lock)
-        free(p)
     }
 
     static func removeFile(slot: Int) {
@@ -228,6 +230,6 @@ enum CleanupRegistry {
         let p = paths[slot]
         paths[slot] = nil
         pthread_mutex_unlock(lock)
-        if let p { unlink(p); free(p) }
+        if let p { unlink(p) }
     }
 }
