@@ -208,7 +208,8 @@ public struct EngineError: Error, CustomStringConvertible, Sendable {
     public init(_ message: String) { description = message }
 }
 
-func monotonicSeconds() -> Double {
+/// Seconds on the monotonic clock (for durations).
+public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9

@@ -38,7 +38,7 @@ extension Graft {
         func run() throws {
             try reportingErrors {
                 let f = try SafeTensorsFile(path: file)
-                let selected = f.tensors.filter { t in filter.map { glob($0, matches: t.name) } ?? true }
+                let selected = f.tensors.filter { t in filter.map { globMatches($0, t.name) } ?? true }
                 var statistics: [TensorStatistics]? = nil
                 if stats {
                     let bar = ProgressBar(label: "stats", enabled: options.showsProgress && !options.json)
@@ -54,11 +54,6 @@ extension Graft {
             }
         }
     }
-}
-
-/// Shell-style glob match (`fnmatch(3)`): `*`, `?`, `[...]`; `*` also crosses dots.
-func glob(_ pattern: String, matches name: String) -> Bool {
-    fnmatch(pattern, name, 0) == 0
 }
 
 /// Prints an Encodable value as one JSON document (sorted keys, indented).

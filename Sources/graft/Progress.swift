@@ -16,13 +16,7 @@ final class ProgressBar: @unchecked Sendable {
         self.label = label
         self.enabled = enabled
         pthread_mutex_init(&lock, nil)
-        start = ProgressBar.now()
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+        start = monotonicSeconds()
     }
 
     /// The callback to hand to the engine.
@@ -34,7 +28,7 @@ final class ProgressBar: @unchecked Sendable {
     func update(done: Int, total: Int) {
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
-        let t = ProgressBar.now()
+        let t = monotonicSeconds()
         guard t - lastDraw >= 0.1 || done == total else { return }
         lastDraw = t
         let fraction = total > 0 ? Double(done) / Double(total) : 1
