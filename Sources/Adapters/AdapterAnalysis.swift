@@ -175,11 +175,17 @@ public struct AdapterAnalysis: Sendable {
 
         if let alphaValue {
             for i in modules.indices {
-                guard let t = modules[i].parts[.alpha], t.saturatedElementCount == 1 else { continue }
-                do {
-                    modules[i].alpha = try alphaValue(t)
-                } catch {
-                    modules[i].issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) could not be read: \(error)"))
+                for role in [PartRole.alpha, .scale] {
+                    guard let t = modules[i].parts[role], t.saturatedElementCount == 1, t.dtype != .BOOL else { continue }
+                    do {
+                        let v = try alphaValue(t)
+                        if let v, !v.isFinite {
+                            modules[i].issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) is \(v); expected a finite number"))
+                        }
+                        if role == .alpha { modules[i].alpha = v } else { modules[i].scaleValue = v }
+                    } catch {
+                        modules[i].issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) could not be read: \(error)"))
+                    }
                 }
             }
         }

@@ -80,8 +80,9 @@ public struct DeltaShape: Sendable, Equatable {
         if let exact { return shapeText(exact) }
         let o = outFeatures.map(String.init) ?? "?"
         guard let flat = flatInFeatures else { return "[\(o), ?]" }
-        if let k = kernel, k.count == 2, k[0] > 0, k[1] > 0, flat % (k[0] * k[1]) == 0 {
-            return "[\(o), \(flat / (k[0] * k[1])), \(k[0]), \(k[1])]"
+        if let k = kernel, k.count == 2, k[0] > 0, k[1] > 0 {
+            let area = saturatedProduct(k)
+            if area < Int.max, flat % area == 0 { return "[\(o), \(flat / area), \(k[0]), \(k[1])]" }
         }
         return "[\(o), \(flat)]"
     }
@@ -107,7 +108,7 @@ public struct ModuleIssue: Sendable, Equatable, Codable {
         case missingPart = "missing_part"
         /// Factor shapes disagree on the rank (or on out/in between two products).
         case rankMismatch = "rank_mismatch"
-        /// A factor has an unusable number of dimensions.
+        /// A factor has an unusable number of dimensions, a zero or an overflowing size.
         case badShape = "bad_shape"
         /// `alpha` is not a scalar or 1-element tensor, or could not be read.
         case badAlpha = "bad_alpha"
@@ -119,6 +120,12 @@ public struct ModuleIssue: Sendable, Equatable, Codable {
         case duplicatePart = "duplicate_part"
         /// Only `alpha`/`dora_scale`/`scale` with no weights to go with them.
         case orphan = "orphan"
+        /// A known part that the module's kind does not use (a `lora_mid` in a LoHa module,
+        /// `alpha` on a full-difference module…): applying the rest would drop it silently.
+        case unusedPart = "unused_part"
+        /// A part of a format graft recognises but cannot apply (LyCORIS sparse bias,
+        /// ComfyUI `set_weight`/`reshape_weight`).
+        case unsupportedPart = "unsupported_part"
     }
     /// What is wrong.
     public let kind: Kind
@@ -148,8 +155,12 @@ public struct AdapterModule: Sendable {
     public let kind: ModuleKind
     /// Whether the module carries a Tucker/CP core (`lora_mid`, `hada_t1/t2`, `lokr_t2`).
     public let isTucker: Bool
-    /// The module's tensors by role.
+    /// The module's tensors by role (for listing; appliers use ``factors`` and ``modifiers``).
     public let parts: [PartRole: TensorInfo]
+    /// The factors, parsed once; nil when the module has structural issues or no weights.
+    public let factors: ModuleFactors?
+    /// alpha, scale, DoRA magnitude and up-factor bias.
+    public let modifiers: ModuleModifiers
     /// How its LoRA factors were spelled (LoRA modules only).
     public let loraSpelling: LoRASpelling?
     /// Keys of the module whose suffix is not recognised.
@@ -159,6 +170,8 @@ public struct AdapterModule: Sendable {
     public let rank: Int?
     /// The alpha value, when the analysis was given a reader for tensor data.
     public internal(set) var alpha: Double?
+    /// The value of an explicit `scale` key (replaces alpha / rank), when read.
+    public internal(set) var scaleValue: Double?
     /// The layer type of the delta as stored.
     public let layer: LayerType
     /// The delta's shape, as far as the factors tell (nil for OFT/IA³/unknown).
@@ -170,15 +183,23 @@ public struct AdapterModule: Sendable {
     public var hasDoRA: Bool { parts[.doraScale] != nil }
     /// Whether the module has no structural problems.
     public var isValid: Bool { issues.isEmpty }
+    /// Whether every issue is a part graft recognises but cannot apply (the module is
+    /// well-formed, just not mergeable).
+    public var isOnlyUnsupported: Bool { !issues.isEmpty && issues.allSatisfy { $0.kind == .unsupportedPart } }
     /// Every tensor name of the module, sorted.
     public var keys: [String] { (parts.values.map(\.name) + unknownKeys).sorted() }
 
-    /// The DoRA axis from `dora_scale`'s shape: `"output"` when its first
-    /// dimension equals the output features, `"input"` otherwise; nil without DoRA.
-    public var doraAxis: String? {
+    /// The DoRA axis from `dora_scale`'s shape; nil without DoRA.
+    public var doraAxis: DoRAAxis? {
         guard let d = parts[.doraScale] else { return nil }
-        if let out = delta?.outFeatures, d.dim(0) == out, out != 1 { return "output" }
-        return "input"
+        return Self.doraAxis(of: d, outFeatures: delta?.outFeatures)
+    }
+
+    /// `.output` when the first dimension of `dora_scale` equals the output features
+    /// (and is not 1), `.input` otherwise.
+    static func doraAxis(of d: TensorInfo, outFeatures: Int?) -> DoRAAxis {
+        if let out = outFeatures, d.dim(0) == out, out != 1 { return .output }
+        return .input
     }
 }
 
@@ -193,6 +214,7 @@ extension AdapterModule {
         self.scheme = scheme
         self.pathKey = pathKey
         self.alpha = nil
+        self.scaleValue = nil
 
         let r = Set(parts.keys)
         var issues: [ModuleIssue] = []
@@ -227,26 +249,48 @@ extension AdapterModule {
         var check = FactorCheck(module: name, parts: parts)
         var rank: Int? = nil
         var delta: DeltaShape? = nil
+        var factors: ModuleFactors? = nil
         switch kind {
-        case .lora: (rank, delta) = check.lora()
-        case .loha: (rank, delta) = check.loha()
-        case .lokr: (rank, delta) = check.lokr()
-        case .glora: (rank, delta) = check.glora()
+        case .lora: (rank, delta, factors) = check.lora()
+        case .loha: (rank, delta, factors) = check.loha()
+        case .lokr: (rank, delta, factors) = check.lokr()
+        case .glora: (rank, delta, factors) = check.glora()
         case .full:
-            if let d = check.require(.diff) { delta = DeltaShape(outFeatures: d.dim(0), flatInFeatures: nil, kernel: nil, exact: d.dims) }
+            let d = parts[.diff], b = parts[.diffBias]
+            if let d {
+                if d.shape.isEmpty { check.fail(.badShape, "\(d.name) is a scalar; expected the weight's shape") }
+                delta = DeltaShape(outFeatures: d.dim(0), flatInFeatures: nil, kernel: nil, exact: d.dims)
+            } else if let b {
+                delta = DeltaShape(outFeatures: b.dim(0), flatInFeatures: nil, kernel: nil, exact: nil)
+            }
+            if let b, b.shape.count != 1 {
+                check.fail(.badShape, "\(b.name) has shape \(shapeText(b.dims)); expected 1-D (out)")
+            }
+            factors = .full(diff: d, bias: b)
         case .norm:
-            if let w = parts[.wNorm] ?? parts[.bNorm] { delta = DeltaShape(outFeatures: w.dim(0), flatInFeatures: nil, kernel: nil, exact: w.dims) }
+            let w = parts[.wNorm], b = parts[.bNorm]
+            for t in [w, b].compactMap({ $0 }) where t.shape.count != 1 {
+                check.fail(.badShape, "\(t.name) has shape \(shapeText(t.dims)); expected 1-D (channels)")
+            }
+            if let w, let b, w.dims != b.dims {
+                check.fail(.rankMismatch, "\(name): w_norm \(shapeText(w.dims)) and b_norm \(shapeText(b.dims)) differ")
+            }
+            if let t = w ?? b { delta = DeltaShape(outFeatures: t.dim(0), flatInFeatures: nil, kernel: nil, exact: t.dims) }
+            factors = .norm(weight: w, bias: b)
         case .oft, .boft:
-            if let b = parts[.oftBlocks] {
-                let n = b.shape.count
-                if n == 3 || n == 4, let nb = b.dim(n - 3), let bs = b.dim(n - 1), b.dim(n - 2) == bs {
-                    delta = DeltaShape(outFeatures: nb * bs, flatInFeatures: nil, kernel: nil, exact: nil)
-                } else {
-                    check.fail(.badShape, "\(name).oft_blocks has shape \(shapeText(b.dims)); expected (blocks, size, size) or (levels, blocks, size, size)")
-                }
+            factors = check.orthogonal()
+            if case .orthogonal(let o)? = factors {
+                let (out, overflow) = o.blockCount.multipliedReportingOverflow(by: o.blockSize)
+                if overflow { check.fail(.badShape, "\(name): \(o.blockCount) blocks of \(o.blockSize) rows overflow") }
+                else { delta = DeltaShape(outFeatures: out, flatInFeatures: nil, kernel: nil, exact: nil) }
             }
         case .ia3:
-            _ = check.require(.ia3Weight)
+            if let w = check.require(.ia3Weight), let flag = parts[.onInput] {
+                if w.shape.isEmpty || w.saturatedElementCount == 0 {
+                    check.fail(.badShape, "\(w.name) has shape \(shapeText(w.dims)); expected a vector")
+                }
+                factors = .ia3(weight: w, onInput: flag)
+            }
         case .embedding:
             break
         case .unknown:
@@ -258,6 +302,15 @@ extension AdapterModule {
         for d in duplicates { issues.append(ModuleIssue(kind: .duplicatePart, message: d)) }
         if !unknownKeys.isEmpty && kind != .embedding {
             issues.append(ModuleIssue(kind: .unknownSuffix, message: "unrecognised keys: \(self.unknownKeys.joined(separator: ", "))"))
+        }
+        // Every part is consumed by the kind, or reported.
+        let consumed = kind.consumedRoles
+        for (role, t) in parts.sorted(by: { $0.key < $1.key }) {
+            if PartRole.unsupported.contains(role) {
+                issues.append(ModuleIssue(kind: .unsupportedPart, message: "\(t.name): \(role.unsupportedDescription) cannot be applied by graft"))
+            } else if !consumed.contains(role) {
+                issues.append(ModuleIssue(kind: .unusedPart, message: "\(t.name): \(kind.rawValue) modules have no use for a \(role.rawValue) tensor"))
+            }
         }
 
         // dtype and alpha checks apply to every kind.
@@ -277,7 +330,16 @@ extension AdapterModule {
                 }
             }
         }
+        var modifiers = ModuleModifiers(alpha: parts[.alpha], scale: parts[.scale], upBias: parts[.upBias])
+        if let d = parts[.doraScale] {
+            modifiers.dora = DoRAModifier(scale: d, axis: Self.doraAxis(of: d, outFeatures: delta?.outFeatures))
+        }
+        if let b = parts[.upBias], b.shape.count != 1 || b.dim(0) != delta?.outFeatures {
+            issues.append(ModuleIssue(kind: .badShape, message: "\(b.name) has shape \(shapeText(b.dims)); expected 1-D (out = \(delta?.outFeatures.map(String.init) ?? "?"))"))
+        }
         self.issues = issues
+        self.modifiers = modifiers
+        self.factors = issues.isEmpty ? factors : nil
         self.rank = rank
         self.delta = delta
         if let delta, let k = delta.kernel {
@@ -290,8 +352,22 @@ extension AdapterModule {
     }
 }
 
-/// Shape checks of the factor formats; collects issues instead of failing.
+extension PartRole {
+    /// What a part of an unsupported format is, for messages.
+    var unsupportedDescription: String {
+        switch self {
+        case .biasIndices, .biasValues, .biasSize: return "a LyCORIS sparse bias"
+        case .setWeight: return "a ComfyUI replacement weight (set_weight)"
+        case .reshapeWeight: return "a ComfyUI reshape (reshape_weight)"
+        default: return rawValue
+        }
+    }
+}
+
+/// Shape checks of the factor formats; collects issues instead of failing. All
+/// arithmetic on dimensions is checked: a file can claim any shape.
 struct FactorCheck {
+    typealias Result = (rank: Int?, delta: DeltaShape?, factors: ModuleFactors?)
     let module: String
     let parts: [PartRole: TensorInfo]
     var issues: [ModuleIssue] = []
@@ -312,11 +388,15 @@ struct FactorCheck {
         return nil
     }
 
-    /// The part if its rank (number of dimensions) is one of `ranks`.
+    /// The part if its rank (number of dimensions) is one of `ranks` and no dimension is 0.
     mutating func shaped(_ role: PartRole, _ ranks: Set<Int>) -> TensorInfo? {
         guard let t = require(role) else { return nil }
         guard ranks.contains(t.shape.count) else {
             fail(.badShape, "\(t.name) has shape \(shapeText(t.dims)); expected \(ranks.sorted().map { "\($0)-D" }.joined(separator: " or "))")
+            return nil
+        }
+        guard !t.shape.contains(0) else {
+            fail(.badShape, "\(t.name) has shape \(shapeText(t.dims)); a factor cannot have a zero dimension")
             return nil
         }
         return t
@@ -326,15 +406,36 @@ struct FactorCheck {
         if let a, let b, a != b { fail(.rankMismatch, "\(module): \(what) (\(a) vs \(b))") }
     }
 
-    mutating func lora() -> (Int?, DeltaShape?) {
+    /// `a * b`, or nil with an issue when it overflows.
+    mutating func product(_ a: Int, _ b: Int, _ what: String) -> Int? {
+        let (p, o) = a.multipliedReportingOverflow(by: b)
+        if o || a < 0 || b < 0 {
+            fail(.badShape, "\(module): \(what) (\(a) x \(b)) overflows")
+            return nil
+        }
+        return p
+    }
+
+    /// The product of a tensor's dimensions from `i` on, or nil with an issue when it overflows.
+    mutating func tail(_ t: TensorInfo, from i: Int) -> Int? {
+        let n = t.product(from: i)
+        if n == Int.max {
+            fail(.badShape, "\(t.name) has shape \(shapeText(t.dims)); its size overflows")
+            return nil
+        }
+        return n
+    }
+
+    mutating func lora() -> Result {
         let down = shaped(.down, [2, 4])
         let up = shaped(.up, [2, 4])
         var kernel: [Int]? = nil
-        var rank = down?.dim(0)
-        if let mid = parts[.mid] {
-            guard mid.shape.count == 4 else {
+        let rank = down?.dim(0)
+        let mid = parts[.mid]
+        if let mid {
+            guard mid.shape.count == 4, !mid.shape.contains(0) else {
                 fail(.badShape, "\(mid.name) has shape \(shapeText(mid.dims)); expected (rank, rank, kh, kw)")
-                return (rank, nil)
+                return (rank, nil, nil)
             }
             expectEqual(mid.dim(1), down?.dim(0), "lora_mid columns and lora_down rows differ")
             expectEqual(up?.dim(1), mid.dim(0), "lora_up columns and lora_mid rows differ")
@@ -349,82 +450,114 @@ struct FactorCheck {
         if let u = up, u.shape.count == 4, u.product(from: 2) != 1 {
             fail(.badShape, "\(u.name) has shape \(shapeText(u.dims)); expected (out, rank) or (out, rank, 1, 1)")
         }
-        if rank == 0 { fail(.badShape, "\(module) has rank 0") ; rank = nil }
-        guard let down, let up else { return (rank, nil) }
-        let area = kernel.map { saturatedProduct($0) } ?? 1
-        let inFeatures = down.dim(1) ?? 0
-        return (rank, DeltaShape(outFeatures: up.dim(0), flatInFeatures: inFeatures * area, kernel: kernel, exact: nil))
+        guard let down, let up, let rank else { return (rank, nil, nil) }
+        guard let area = product(kernel?.first ?? 1, kernel?.last ?? 1, "kernel area"),
+              let inFeatures = down.dim(1),
+              let flat = product(inFeatures, area, "input features times kernel area") else { return (rank, nil, nil) }
+        let delta = DeltaShape(outFeatures: up.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil)
+        return (rank, delta, .lowRank(LowRankFactors(up: up, down: down, mid: mid, rank: rank)))
     }
 
-    mutating func loha() -> (Int?, DeltaShape?) {
+    mutating func loha() -> Result {
         let tucker = parts[.hadaT1] != nil || parts[.hadaT2] != nil
         guard let w1a = shaped(.hadaW1A, [2]), let w2a = shaped(.hadaW2A, [2]) else {
-            _ = require(.hadaW1B); _ = require(.hadaW2B); return (nil, nil)
+            _ = require(.hadaW1B); _ = require(.hadaW2B); return (nil, nil, nil)
         }
         if tucker {
             guard let w1b = shaped(.hadaW1B, [2]), let w2b = shaped(.hadaW2B, [2]),
-                  let t1 = shaped(.hadaT1, [4]), let t2 = shaped(.hadaT2, [4]) else { return (nil, nil) }
+                  let t1 = shaped(.hadaT1, [4]), let t2 = shaped(.hadaT2, [4]) else { return (nil, nil, nil) }
             expectEqual(w1a.dim(1), w2a.dim(1), "hada_w1_a and hada_w2_a disagree on out")
             expectEqual(w1b.dim(1), w2b.dim(1), "hada_w1_b and hada_w2_b disagree on in")
             expectEqual(t1.dim(0), w1a.dim(0), "hada_t1 and hada_w1_a disagree on rank")
             expectEqual(t1.dim(1), w1b.dim(0), "hada_t1 and hada_w1_b disagree on rank")
             expectEqual(t2.dim(0), w2a.dim(0), "hada_t2 and hada_w2_a disagree on rank")
+            expectEqual(t2.dim(1), w2b.dim(0), "hada_t2 and hada_w2_b disagree on rank")
+            expectEqual(t1.product(from: 2), t2.product(from: 2), "hada_t1 and hada_t2 disagree on the kernel")
             let kernel = [t1.dims[2], t1.dims[3]]
-            return (w1b.dim(0), DeltaShape(outFeatures: w1a.dim(1), flatInFeatures: (w1b.dim(1) ?? 0) * saturatedProduct(kernel), kernel: kernel, exact: nil))
+            guard let area = product(kernel[0], kernel[1], "kernel area"), let inF = w1b.dim(1),
+                  let flat = product(inF, area, "input features times kernel area"), let rank = w1b.dim(0) else { return (nil, nil, nil) }
+            let f = HadamardFactors(w1a: w1a, w1b: w1b, w2a: w2a, w2b: w2b, t1: t1, t2: t2, rank: rank)
+            return (rank, DeltaShape(outFeatures: w1a.dim(1), flatInFeatures: flat, kernel: kernel, exact: nil), .hadamard(f))
         }
-        guard let w1b = shaped(.hadaW1B, [2, 4]), let w2b = shaped(.hadaW2B, [2, 4]) else { return (nil, nil) }
+        guard let w1b = shaped(.hadaW1B, [2, 4]), let w2b = shaped(.hadaW2B, [2, 4]) else { return (nil, nil, nil) }
         expectEqual(w1a.dim(1), w1b.dim(0), "hada_w1_a columns and hada_w1_b rows differ")
         expectEqual(w2a.dim(1), w2b.dim(0), "hada_w2_a columns and hada_w2_b rows differ")
         expectEqual(w1a.dim(0), w2a.dim(0), "hada_w1_a and hada_w2_a disagree on out")
         expectEqual(w1b.product(from: 1), w2b.product(from: 1), "hada_w1_b and hada_w2_b disagree on in")
-        let kernel: [Int]? = w1b.shape.count == 4 ? [w1b.dims[2], w1b.dims[3]] : nil
-        return (w1b.dim(0), DeltaShape(outFeatures: w1a.dim(0), flatInFeatures: w1b.product(from: 1), kernel: kernel, exact: nil))
+        let kernel: [Int]? = w1b.shape.count == 4 ? [w1b.dims[2], w1b.dims[3]] : []
+        guard let flat = tail(w1b, from: 1), let rank = w1b.dim(0) else { return (nil, nil, nil) }
+        let f = HadamardFactors(w1a: w1a, w1b: w1b, w2a: w2a, w2b: w2b, t1: nil, t2: nil, rank: rank)
+        return (rank, DeltaShape(outFeatures: w1a.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil), .hadamard(f))
     }
 
-    mutating func lokr() -> (Int?, DeltaShape?) {
+    mutating func lokr() -> Result {
         // W1 = w1 (a, c) or w1_a (a, r) @ w1_b (r, c).
-        var a: Int?, c: Int?, w1Rank: Int?
-        if let w1 = parts[.lokrW1] {
-            guard w1.shape.count == 2 else { fail(.badShape, "\(w1.name) has shape \(shapeText(w1.dims)); expected 2-D"); return (nil, nil) }
-            a = w1.dim(0); c = w1.dim(1)
+        let side1: KroneckerSide
+        var a: Int, c: Int, w1Rank: Int? = nil
+        if parts[.lokrW1] != nil {
+            guard let w1 = shaped(.lokrW1, [2]) else { return (nil, nil, nil) }
+            a = w1.dims[0]; c = w1.dims[1]
+            side1 = .whole(w1)
         } else {
-            guard let w1a = shaped(.lokrW1A, [2]), let w1b = shaped(.lokrW1B, [2]) else { return (nil, nil) }
+            guard let w1a = shaped(.lokrW1A, [2]), let w1b = shaped(.lokrW1B, [2]) else { return (nil, nil, nil) }
             expectEqual(w1a.dim(1), w1b.dim(0), "lokr_w1_a columns and lokr_w1_b rows differ")
-            a = w1a.dim(0); c = w1b.dim(1); w1Rank = w1b.dim(0)
+            a = w1a.dims[0]; c = w1b.dims[1]; w1Rank = w1b.dims[0]
+            side1 = .product(a: w1a, b: w1b)
         }
-        // W2 = w2 (b, d[, kh, kw]) or w2_a (b, r) @ w2_b (r, d·kh·kw), or Tucker via lokr_t2.
-        var b: Int?, dFlat: Int?, kernel: [Int]?, w2Rank: Int?
-        if let w2 = parts[.lokrW2] {
-            guard w2.shape.count == 2 || w2.shape.count == 4 else {
-                fail(.badShape, "\(w2.name) has shape \(shapeText(w2.dims)); expected 2-D or 4-D"); return (nil, nil)
-            }
-            b = w2.dim(0); dFlat = w2.product(from: 1)
+        // W2 = w2 (b, d[, kh, kw]) or w2_a (b, r) @ w2_b (r, d[, kh, kw]), or Tucker via lokr_t2.
+        let side2: KroneckerSide
+        var b: Int, dFlat: Int, kernel: [Int]?, w2Rank: Int? = nil
+        if parts[.lokrW2] != nil {
+            guard let w2 = shaped(.lokrW2, [2, 4]), let flat = tail(w2, from: 1) else { return (nil, nil, nil) }
+            b = w2.dims[0]; dFlat = flat
             kernel = w2.shape.count == 4 ? [w2.dims[2], w2.dims[3]] : []
-        } else if let t2 = parts[.lokrT2] {
-            guard t2.shape.count == 4, let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2]) else {
-                if parts[.lokrT2]?.shape.count != 4 { fail(.badShape, "\(t2.name) has shape \(shapeText(t2.dims)); expected 4-D") }
-                return (nil, nil)
+            side2 = .whole(w2)
+        } else if parts[.lokrT2] != nil {
+            guard let t2 = shaped(.lokrT2, [4]), let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2]) else {
+                return (nil, nil, nil)
             }
             expectEqual(t2.dim(0), w2a.dim(0), "lokr_t2 and lokr_w2_a disagree on rank")
             expectEqual(t2.dim(1), w2b.dim(0), "lokr_t2 and lokr_w2_b disagree on rank")
             kernel = [t2.dims[2], t2.dims[3]]
-            b = w2a.dim(1); dFlat = (w2b.dim(1) ?? 0) * saturatedProduct(kernel ?? [])
-            w2Rank = w2b.dim(0)
+            guard let area = product(t2.dims[2], t2.dims[3], "kernel area"),
+                  let flat = product(w2b.dims[1], area, "input features times kernel area") else { return (nil, nil, nil) }
+            b = w2a.dims[1]; dFlat = flat
+            w2Rank = w2b.dims[0]
+            side2 = .tucker(t: t2, a: w2a, b: w2b)
         } else {
-            guard let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2, 4]) else { return (nil, nil) }
+            guard let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2, 4]), let flat = tail(w2b, from: 1) else {
+                return (nil, nil, nil)
+            }
             expectEqual(w2a.dim(1), w2b.dim(0), "lokr_w2_a columns and lokr_w2_b rows differ")
-            b = w2a.dim(0); dFlat = w2b.product(from: 1); w2Rank = w2b.dim(0)
-            kernel = w2b.shape.count == 4 ? [w2b.dims[2], w2b.dims[3]] : nil
+            b = w2a.dims[0]; dFlat = flat; w2Rank = w2b.dims[0]
+            kernel = w2b.shape.count == 4 ? [w2b.dims[2], w2b.dims[3]] : []
+            side2 = .product(a: w2a, b: w2b)
         }
-        guard let a, let b, let c, let dFlat else { return (w2Rank ?? w1Rank, nil) }
-        return (w2Rank ?? w1Rank, DeltaShape(outFeatures: a * b, flatInFeatures: c * dFlat, kernel: kernel, exact: nil))
+        let rank = w2Rank ?? w1Rank
+        guard let out = product(a, b, "lokr_w1 rows times lokr_w2 rows"),
+              let flat = product(c, dFlat, "lokr_w1 columns times lokr_w2 columns") else { return (rank, nil, nil) }
+        let f = KroneckerFactors(w1: side1, w2: side2, rank: rank)
+        return (rank, DeltaShape(outFeatures: out, flatInFeatures: flat, kernel: kernel, exact: nil), .kronecker(f))
     }
 
-    mutating func glora() -> (Int?, DeltaShape?) {
+    mutating func glora() -> Result {
         guard let a1 = shaped(.gloraA1, [2, 4]), let a2 = shaped(.gloraA2, [2, 4]),
-              let b1 = shaped(.gloraB1, [2, 4]), let b2 = shaped(.gloraB2, [2, 4]) else { return (nil, nil) }
-        _ = a1
+              let b1 = shaped(.gloraB1, [2, 4]), let b2 = shaped(.gloraB2, [2, 4]) else { return (nil, nil, nil) }
         let kernel: [Int]? = b2.shape.count == 4 ? [b2.dims[2], b2.dims[3]] : []
-        return (a2.dim(0), DeltaShape(outFeatures: b1.dim(0), flatInFeatures: b2.product(from: 1), kernel: kernel, exact: nil))
+        guard let flat = tail(b2, from: 1), let rank = a2.dim(0) else { return (nil, nil, nil) }
+        let f = GLoRAFactors(a1: a1, a2: a2, b1: b1, b2: b2, rank: rank)
+        return (rank, DeltaShape(outFeatures: b1.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil), .glora(f))
+    }
+
+    mutating func orthogonal() -> ModuleFactors? {
+        let legacy = parts[.oftBlocks] == nil
+        guard let b = parts[.oftBlocks] ?? parts[.oftDiag] else { return nil }
+        let n = b.shape.count
+        guard n == 3 || n == 4, !b.shape.contains(0), let nb = b.dim(n - 3), let bs = b.dim(n - 1), b.dim(n - 2) == bs else {
+            fail(.badShape, "\(b.name) has shape \(shapeText(b.dims)); expected (blocks, size, size) or (levels, blocks, size, size)")
+            return nil
+        }
+        return .orthogonal(OrthogonalFactors(blocks: b, butterfly: n == 4, legacyDiagonal: legacy,
+                                             rescale: parts[.rescale], blockCount: nb, blockSize: bs))
     }
 }

@@ -14,9 +14,32 @@ public struct MappedTarget: Sendable, Equatable {
     /// Whether the delta must be transposed first (OpenCLIP `text_projection`,
     /// stored as `x @ P`, targeted by `lora_te2_text_projection`).
     public let transposed: Bool
+    /// The layer's bias (`….bias`, or the same row third of `in_proj_bias`), when the
+    /// checkpoint has one of matching length.
+    public let bias: BiasTarget?
+
+    public init(tensorName: String, tensorShape: [Int], rows: Range<Int>?, shape: [Int], transposed: Bool,
+                bias: BiasTarget? = nil) {
+        self.tensorName = tensorName
+        self.tensorShape = tensorShape
+        self.rows = rows
+        self.shape = shape
+        self.transposed = transposed
+        self.bias = bias
+    }
 
     /// The layer type of the target (`linear`, `conv1x1`, `conv3x3`).
     public var layer: LayerType { LayerType(weightShape: shape) }
+}
+
+/// The 1-D bias tensor of a mapped layer.
+public struct BiasTarget: Sendable, Equatable {
+    /// The checkpoint tensor (`….bias`, `….in_proj_bias`).
+    public let tensorName: String
+    /// Its length.
+    public let length: Int
+    /// The rows the layer owns (the q/k/v third of a fused `in_proj_bias`), nil for all.
+    public let rows: Range<Int>?
 }
 
 /// Why a module (or a whole adapter) cannot be applied to a checkpoint.
@@ -138,11 +161,13 @@ public struct KeyMapper: Sendable {
         let transposed: Bool
         /// In sd-scripts' fixed set of targetable modules (docs §3.1).
         let sdScriptsTargetable: Bool
+        var bias: BiasTarget? = nil
     }
 
     /// The checkpoint's analysis.
     public let checkpoint: CheckpointAnalysis
     private var index: [String: Entry] = [:]
+    private var byName: [String: TensorInfo] = [:]
     private var componentsIndexed: Set<Component> = []
 
     /// Number of names in the reverse index (all spellings).
@@ -157,6 +182,9 @@ public struct KeyMapper: Sendable {
         let prefixes = checkpoint.components.filter { $0.component != .other && $0.component != .vae }
         // Longest prefix first so `diffusion_model.` never shadows `model.diffusion_model.`.
         let ordered = prefixes.sorted { $0.prefix.count > $1.prefix.count }
+        var byName: [String: TensorInfo] = [:]
+        for t in tensors { byName[t.name] = t }
+        self.byName = byName
         var lastOpenCLIPLayer: [String: Int] = [:]
         for t in tensors {
             guard let p = ordered.first(where: { t.name.hasPrefix($0.prefix) }), p.prefix == "cond_stage_model.model." else { continue }
@@ -181,7 +209,27 @@ public struct KeyMapper: Sendable {
     private mutating func register(_ c: Component, _ path: String, _ e: Entry) {
         componentsIndexed.insert(c)
         let k = Self.key(c, path)
-        if index[k] == nil { index[k] = e }
+        if index[k] == nil {
+            var e = e
+            e.bias = biasTarget(of: e)
+            index[k] = e
+        }
+    }
+
+    /// The bias of a weight entry: `x.weight` → `x.bias`, `in_proj_weight` → `in_proj_bias`
+    /// (same rows), when it exists as a 1-D tensor as long as the weight has rows.
+    private func biasTarget(of e: Entry) -> BiasTarget? {
+        guard !e.transposed, let rows = e.tensorShape.first else { return nil }
+        let name: String
+        if e.tensorName.hasSuffix(".weight") {
+            name = String(e.tensorName.dropLast("weight".count)) + "bias"
+        } else if e.tensorName.hasSuffix("_weight") {
+            name = String(e.tensorName.dropLast("weight".count)) + "bias"
+        } else {
+            return nil
+        }
+        guard let b = byName[name], b.shape.count == 1, b.dims[0] == rows, b.dtype.isFloatingPoint else { return nil }
+        return BiasTarget(tensorName: name, length: rows, rows: e.rows)
     }
 
     private mutating func registerUNet(_ t: TensorInfo, path: String) {
@@ -303,7 +351,8 @@ public struct KeyMapper: Sendable {
         }
         var shape = e.tensorShape
         if let rows = e.rows { shape[0] = rows.count }
-        let target = MappedTarget(tensorName: e.tensorName, tensorShape: e.tensorShape, rows: e.rows, shape: shape, transposed: e.transposed)
+        let target = MappedTarget(tensorName: e.tensorName, tensorShape: e.tensorShape, rows: e.rows, shape: shape,
+                                  transposed: e.transposed, bias: e.bias)
         let checked = e.transposed ? Array(shape.reversed()) : shape
         if !Self.fits(module, checked) {
             let slice = e.rows.map { " rows \($0.lowerBound)..<\($0.upperBound) (\(shapeText(shape)))" } ?? ""

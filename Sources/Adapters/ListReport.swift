@@ -290,7 +290,7 @@ public struct AdapterReport: Codable, Sendable, Equatable {
         modules = includeModules ? a.modules.map { m in
             ModuleReport(
                 name: m.name, component: m.component, kind: m.kind, scheme: m.scheme, layer: m.layer.name,
-                rank: m.rank, alpha: m.alpha, tucker: m.isTucker, doraAxis: m.doraAxis,
+                rank: m.rank, alpha: m.alpha, tucker: m.isTucker, doraAxis: m.doraAxis?.rawValue,
                 parts: Dictionary(uniqueKeysWithValues: m.parts.map {
                     ($0.key.rawValue, PartReport(name: $0.value.name, dtype: $0.value.dtype.rawValue, shape: $0.value.shape))
                 }),

@@ -59,7 +59,7 @@ public enum ConvertPlanner {
     ///   `SafeTensorsError` when the output header cannot be laid out.
     public static func plan(_ r: ConvertRequest) throws -> ConvertPlan {
         guard r.dtype.isConvertibleFloat else {
-            throw EngineError("cannot convert to \(r.dtype.rawValue): the target must be F16, BF16, F32 or F64")
+            throw EngineError(.invalidRequest, "cannot convert to \(r.dtype.rawValue): the target must be F16, BF16, F32 or F64")
         }
         var used = Set<String>()
         func anyMatch(_ patterns: [String], _ flag: String, _ name: String) -> Bool {
@@ -97,7 +97,7 @@ public enum ConvertPlanner {
                                          output: OutputTensor(name: t.name, dtype: outType, shape: t.shape), operation: op))
         }
         if planned.isEmpty && !r.input.tensors.isEmpty {
-            throw EngineError("\(r.input.path): --only/--drop leave no tensor to write (of \(r.input.tensors.count))")
+            throw EngineError(.emptySelection, file: r.input.path, "the selection leaves no tensor to write (of \(r.input.tensors.count))")
         }
         var metadata: [String: String]? = r.dropMetadata ? nil : r.input.metadata
         for (k, v) in r.setMetadata {

@@ -230,8 +230,9 @@ public struct DiffRunner: Sendable {
         let a: TensorInfo
         let b: TensorInfo
         let values: Bool
-        let deltas: [WeightDelta]
-        let columns: Int
+        /// The adapters' updates of this tensor (the merge's own), for `--lora`.
+        var updates: TensorUpdates?
+        var modules: [String] { updates?.updates.map(\.label) ?? [] }
     }
 
     struct Chunk {
@@ -247,32 +248,33 @@ public struct DiffRunner: Sendable {
         var deltaSq = 0.0
     }
 
-    /// - Throws: `EngineError` for adapters that cannot be mapped onto A.
+    /// - Throws: `EngineError` for adapters that cannot be mapped onto A; `.emptySelection`
+    ///   when filters are given and match no tensor of either file.
     public func run(_ r: DiffRequest, progress: ProgressCallback? = nil) throws -> DiffReport {
         let t0 = monotonicSeconds()
         let selected = { (name: String) in r.filters.isEmpty || r.filters.contains { globMatches($0, name) } }
         let tensorsA = r.a.tensors.filter { selected($0.name) }
         let tensorsB = r.b.tensors.filter { selected($0.name) }
+        if !r.filters.isEmpty && tensorsA.isEmpty && tensorsB.isEmpty {
+            throw EngineError(.emptySelection, "the filter matches no tensor in either file")
+        }
         var bIndex: [[UInt8]: TensorInfo] = [:]
         for t in tensorsB { bIndex[Array(t.name.utf8)] = t }
         let aNames = Set(tensorsA.map { Array($0.name.utf8) })
 
         // Adapters, mapped onto A exactly as `graft merge` maps them.
-        var deltasByName: [String: [WeightDelta]] = [:]
+        var deltasByName: [String: TensorUpdates] = [:]
         var loraAdapters: [LoRADiffSummary.Adapter] = []
         if !r.adapters.isEmpty {
             let request = MergeRequest(checkpoint: r.a, adapters: r.adapters, savePrecision: nil, precision: .fp32,
                                        allowUnmatched: true, outputPath: "diff", graftVersion: "")
             let plan = try MergePlanner.plan(request)
             for p in plan.execution.tensors {
-                if case .merge(let d) = p.operation {
-                    let rows = p.input.shape.isEmpty ? 1 : Int(clamping: p.input.shape[0])
-                    try Executor.validate(d, of: p, rows: rows, columns: rows > 0 ? p.input.elementCount / rows : 0)
-                    deltasByName[p.input.name] = d
-                }
+                if case .update(let u) = p.operation { deltasByName[p.input.name] = u }
             }
             loraAdapters = plan.adapters.map {
-                .init(path: $0.path, ratio: $0.ratio, modules: $0.analysis.modules.count, mapped: $0.merged.count, notMapped: $0.skipped)
+                .init(path: $0.path, ratio: $0.ratio, modules: $0.analysis.modules.count, mapped: $0.merged.count,
+                      notMapped: $0.skipped.map { "\($0.module): \($0.message)" })
             }
         }
 
@@ -299,10 +301,7 @@ public struct DiffRunner: Sendable {
                 if deltasByName[ta.name] != nil { notCompared.append(ta.name) }
                 continue
             }
-            let rows = ta.shape.isEmpty ? 1 : Int(clamping: ta.shape[0])
-            let count = ta.elementCount
-            let deltas = values ? (deltasByName[ta.name] ?? []) : []
-            pairs.append(Pair(a: ta, b: tb, values: values, deltas: deltas, columns: rows > 0 ? count / rows : 0))
+            pairs.append(Pair(a: ta, b: tb, values: values, updates: values ? deltasByName[ta.name] : nil))
         }
         for tb in tensorsB where !aNames.contains(Array(tb.name.utf8)) {
             onlyInB.append(TensorEntry(name: tb.name, dtype: tb.dtype, shape: tb.shape))
@@ -316,32 +315,45 @@ public struct DiffRunner: Sendable {
             totalBytes += p.a.byteCount + p.b.byteCount
             // Byte-compared chunks start on whole bytes even for 4- and 6-bit dtypes.
             let plain = p.values ? max(1, chunkElements) : max(8, chunkElements / 8 * 8)
-            let step = p.deltas.isEmpty ? plain : max(1, chunkElements / max(p.columns, 1)) * max(p.columns, 1)
-            var s = 0
-            while s < n { let e = min(n, s + step); chunks.append(Chunk(pair: pi, start: s, end: e)); s = e }
+            if let u = p.updates {
+                // Row blocks the updates accept (whole OFT blocks, whole BOFT tensors…).
+                for rows in u.rowChunks(maxElements: chunkElements) {
+                    chunks.append(Chunk(pair: pi, start: rows.lowerBound * u.columns, end: rows.upperBound * u.columns))
+                }
+            } else {
+                chunks += Executor.split(n, by: plain).map { Chunk(pair: pi, start: $0.lowerBound, end: $0.upperBound) }
+            }
+        }
+        // Reductions over A (input-axis DoRA), exactly as the merge computes them.
+        let reducing = pairs.indices.filter { pairs[$0].updates?.needsReduction == true }
+        if !reducing.isEmpty {
+            var targets = reducing.compactMap { pairs[$0].updates }
+            let infos = reducing.map { pairs[$0].a }
+            let widths = targets.map(\.columns)
+            let fileA = r.a
+            try Reductions.compute(&targets, threads: threads, maxElements: chunkElements, precision: .fp32) { id, rows, out in
+                let t = infos[id], columns = widths[id], size = t.dtype.bitCount / 8
+                fileA.withData(of: t) {
+                    Conversion.toFloat32($0.baseAddress! + rows.lowerBound * columns * size, from: t.dtype, out,
+                                         count: rows.count * columns)
+                }
+            }
+            for (k, pi) in reducing.enumerated() { pairs[pi].updates = targets[k] }
         }
 
-        let results = UnsafeMutablePointer<ChunkResult>.allocate(capacity: max(chunks.count, 1))
-        results.initialize(repeating: ChunkResult(), count: max(chunks.count, 1))
-        defer { results.deallocate() }
-        let counter = WorkCounter(limit: chunks.count)
         let nThreads = max(1, min(threads, chunks.count))
         let pairsRef = pairs
         let chunksRef = chunks
-        nonisolated(unsafe) let out = results
         let fileA = r.a, fileB = r.b
         let total = totalBytes
-        runOnThreads(nThreads) { _ in
-            let worker = DiffWorker()
-            while let ci = counter.take() {
-                let c = chunksRef[ci]
-                let p = pairsRef[c.pair]
-                out[ci] = worker.compare(c, p, fileA, fileB, key: c.pair)
-                let done = counter.addDone((c.end - c.start) * (p.a.dtype.bitCount + p.b.dtype.bitCount) / 8)
-                progress?(done, total)
-            }
+        let done = WorkCounter(limit: 0)
+        let results = try ParallelChunks.map(count: chunks.count, threads: nThreads, makeWorker: { _ in DiffWorker() }) { worker, ci in
+            let c = chunksRef[ci]
+            let p = pairsRef[c.pair]
+            let x = try worker.compare(c, p, fileA, fileB, key: c.pair)
+            progress?(done.addDone((c.end - c.start) * (p.a.dtype.bitCount + p.b.dtype.bitCount) / 8), total)
+            return x
         }
-        if let e = counter.firstError { throw e }
 
         // Combine in chunk order.
         var combined = [ChunkResult?](repeating: nil, count: pairs.count)
@@ -411,9 +423,9 @@ public struct DiffRunner: Sendable {
         // Equal values have a cosine of exactly 1 (the sums would give 1 - 1e-16).
         let cos: Double? = normA > 0 && normB > 0 ? (d.differ_count == 0 ? 1 : max(-1, min(1, d.sum_ab / (normA * normB)))) : nil
         var lora: LoRAExplanation? = nil
-        if !p.deltas.isEmpty {
+        if p.updates != nil {
             let residualNorm = x.residualSq.squareRoot()
-            lora = LoRAExplanation(modules: p.deltas.map(\.label), deltaNorm: x.deltaSq.squareRoot(),
+            lora = LoRAExplanation(modules: p.modules, deltaNorm: x.deltaSq.squareRoot(),
                                    residualNorm: residualNorm, residual: normDiff > 0 ? residualNorm / normDiff : nil)
         }
         return TensorComparison(
@@ -477,20 +489,21 @@ public struct DiffRunner: Sendable {
     }
 }
 
-/// Per-thread buffers of the diff: fp32 copies of both sides and the predicted delta
-/// for LoRA-touched chunks, the LoRA factors of the tensor being compared.
+/// Per-thread buffers of the diff: fp32 copies of both sides and the prediction for
+/// adapter-touched chunks, and the appliers of the updates being explained.
 final class DiffWorker {
     private var a = FloatBuffer(), b = FloatBuffer(), pred = FloatBuffer()
-    private var upBuf = FloatBuffer(), downBuf = FloatBuffer()
-    private var downKey: (pair: Int, delta: Int)? = nil
+    private let appliers = UpdateAppliers(precision: .fp32)
 
     init() {}
 
     deinit {
-        for p in [a.p, b.p, pred.p, upBuf.p, downBuf.p] { p.deallocate() }
+        a.free()
+        b.free()
+        pred.free()
     }
 
-    func compare(_ c: DiffRunner.Chunk, _ p: DiffRunner.Pair, _ fa: SafeTensorsFile, _ fb: SafeTensorsFile, key: Int) -> DiffRunner.ChunkResult {
+    func compare(_ c: DiffRunner.Chunk, _ p: DiffRunner.Pair, _ fa: SafeTensorsFile, _ fb: SafeTensorsFile, key: Int) throws -> DiffRunner.ChunkResult {
         var r = DiffRunner.ChunkResult()
         let n = c.end - c.start
         let sa = p.a.dtype.bitCount / 8, sb = p.b.dtype.bitCount / 8
@@ -504,7 +517,7 @@ final class DiffWorker {
         }
         let pa = da.baseAddress! + c.start * sa, pb = db.baseAddress! + c.start * sb
         r.identical = p.a.dtype == p.b.dtype && memcmp(pa, pb, n * sa) == 0
-        if r.identical && p.deltas.isEmpty {
+        if r.identical && p.updates == nil {
             // Equal bytes: the differences are zero and B's sums are A's, so one side's
             // statistics give everything, reading half the data (still in cache after memcmp).
             var st = gk_stats()
@@ -521,43 +534,28 @@ final class DiffWorker {
         } else {
             _ = gk_diff_typed(pa, Conversion.code(p.a.dtype)!, pb, Conversion.code(p.b.dtype)!, n, &r.diff)
         }
-        if !p.deltas.isEmpty { explain(c, p, pa, pb, key: key, into: &r) }
+        if let u = p.updates { try explain(c, u, p, pa, pb, key: key, into: &r) }
         return r
     }
 
-    /// Accumulates ||(B - A) - Δ||² and ||Δ||² for a row-aligned chunk.
-    private func explain(_ c: DiffRunner.Chunk, _ p: DiffRunner.Pair, _ pa: UnsafeRawPointer, _ pb: UnsafeRawPointer,
-                         key: Int, into r: inout DiffRunner.ChunkResult) {
+    /// Runs the merge's own updates on A's rows (the prediction B̂ of B) and accumulates
+    /// ||B − B̂||² and ||B̂ − A||² over elements finite in all three.
+    private func explain(_ c: DiffRunner.Chunk, _ u: TensorUpdates, _ p: DiffRunner.Pair, _ pa: UnsafeRawPointer,
+                         _ pb: UnsafeRawPointer, key: Int, into r: inout DiffRunner.ChunkResult) throws {
         let n = c.end - c.start
-        let cols = max(p.columns, 1)
+        let cols = max(u.columns, 1)
         a.ensure(n); b.ensure(n); pred.ensure(n)
         Conversion.toFloat32(pa, from: p.a.dtype, a.p, count: n)
         Conversion.toFloat32(pb, from: p.b.dtype, b.p, count: n)
-        pred.p.update(repeating: 0, count: n)
-        let firstRow = c.start / cols, endRow = c.end / cols
-        for (di, d) in p.deltas.enumerated() {
-            let lo = max(firstRow, d.rows.lowerBound), hi = min(endRow, d.rows.upperBound)
-            if lo >= hi { continue }
-            let rank = d.rank
-            if downKey == nil || downKey! != (key, di) {
-                downBuf.ensure(rank * cols)
-                Conversion.toFloat32(d.source.data(of: d.down).baseAddress!, from: d.down.dtype, downBuf.p, count: rank * cols)
-                downKey = (key, di)
-            }
-            let m = hi - lo
-            upBuf.ensure(m * rank)
-            let upSize = d.up.dtype.bitCount / 8
-            Conversion.toFloat32(d.source.data(of: d.up).baseAddress! + (lo - d.rows.lowerBound) * rank * upSize,
-                                 from: d.up.dtype, upBuf.p, count: m * rank)
-            gk_lora_gemm_f32(m, cols, rank, pred.p + (lo - firstRow) * cols, cols, upBuf.p, rank, downBuf.p, cols, d.ratio, d.scale)
-        }
+        pred.p.update(from: a.p, count: n)
+        try appliers.apply(u, id: key, values: pred.p, rows: c.start / cols ..< c.end / cols)
         var res = 0.0, del = 0.0
         for i in 0..<n {
             let x = Double(a.p[i]), y = Double(b.p[i]), q = Double(pred.p[i])
             guard x.isFinite, y.isFinite, q.isFinite else { continue }
-            let e = (y - x) - q
+            let e = y - q, d = q - x
             res += e * e
-            del += q * q
+            del += d * d
         }
         r.residualSq = res
         r.deltaSq = del

@@ -44,96 +44,113 @@ public struct MergePlan: Sendable {
         public let path: String
         public let ratio: Double
         public let analysis: AdapterAnalysis
-        /// module name -> target description, in module order.
-        public let merged: [(module: String, target: String)]
-        /// "module: reason" for modules that could not be placed or merged.
-        public let skipped: [String]
+        /// The modules applied, in module order.
+        public let merged: [MergedModule]
+        /// Modules that could not be placed or applied (only with `allowUnmatched`).
+        public let skipped: [SkippedModule]
         /// Modules graft merges but sd-scripts' merge script would skip or treat differently.
-        public let sdScriptsDiffers: [(module: String, treatment: String)]
+        public let sdScriptsDiffers: [(module: String, treatment: SDScriptsTreatment)]
     }
 
     public let execution: ExecutionPlan
     public let checkpointPath: String
     public let checkpoint: CheckpointAnalysis
     public let adapters: [AdapterPart]
+    /// Size of the output file in bytes (uncompressed), header included.
+    public let outputBytes: Int
 
-    /// Every skipped module, prefixed with its file.
-    public var unmatched: [String] { adapters.flatMap { a in a.skipped.map { "\(a.path): \($0)" } } }
+    /// Every skipped module with its file.
+    public var unmatched: [(file: String, module: SkippedModule)] {
+        adapters.flatMap { a in a.skipped.map { (a.path, $0) } }
+    }
 }
 
 /// Builds a ``MergePlan``: maps every adapter module onto the checkpoint (through a
-/// table built from the checkpoint's own keys), checks shapes and base models, and
-/// decides for every checkpoint tensor whether it is merged, converted or copied.
+/// table built from the checkpoint's own keys), turns each into weight updates, and
+/// decides for every checkpoint tensor whether it is updated, converted or copied.
 public enum MergePlanner {
-    /// - Throws: `EngineError` naming the file and modules for: a file with no adapter
-    ///   modules, an adapter for another base model, malformed modules, modules that
-    ///   match no tensor or cannot be merged (unless `allowUnmatched`), two modules of
-    ///   one file on the same weight.
+    /// - Throws: ``EngineError`` with kind `.invalidRatio`, `.notAnAdapter`,
+    ///   `.wrongBaseModel`, `.malformedModules`, `.overlappingModules`,
+    ///   `.unmergeableModules` (unless `allowUnmatched`), `.nothingMerged` (an adapter of
+    ///   which no module can be applied), `.invalidTarget` or `.shapeMismatch`.
     public static func plan(_ request: MergeRequest) throws -> MergePlan {
         let ckpt = request.checkpoint
-        let checkpointAnalysis = CheckpointAnalysis(tensors: ckpt.tensors, metadata: ckpt.metadata)
         let mapper = KeyMapper(tensors: ckpt.tensors, metadata: ckpt.metadata)
-        var deltas: [String: [WeightDelta]] = [:]
+        var index: [[UInt8]: Int] = [:]
+        for (i, t) in ckpt.tensors.enumerated() { index[Array(t.name.utf8)] = i }
+        var updates: [Int: [any WeightUpdate]] = [:]
         var parts: [MergePlan.AdapterPart] = []
 
         for input in request.adapters {
             let file = input.file
+            let ratio = Float(input.ratio)
+            guard ratio.isFinite else {
+                throw EngineError(.invalidRatio, file: file.path, "ratio \(input.ratio) is not a finite fp32 number")
+            }
             let analysis = AdapterAnalysis(tensors: file.tensors, metadata: file.metadata,
                                            alphaValue: { try file.scalarValue(of: $0) })
             guard !analysis.modules.isEmpty, analysis.kind != .unknown else {
-                throw EngineError("\(file.path): not an adapter: no LoRA/LyCORIS module keys found (\(file.tensors.count) tensors)")
+                throw EngineError(.notAnAdapter, file: file.path,
+                                  "not an adapter: no LoRA/LyCORIS module keys found (\(file.tensors.count) tensors)")
             }
             do {
                 try mapper.checkCompatible(analysis)
             } catch {
-                throw EngineError("\(file.path): \(error.description); refusing to merge it into \(ckpt.path)")
+                throw EngineError(.wrongBaseModel, file: file.path, "\(error.message); it cannot be merged into \(ckpt.path)")
             }
-            let invalid = analysis.invalidModules
-            if !invalid.isEmpty {
-                let lines = invalid.prefix(10).map { m in "  \(m.name): \(m.issues.map(\.message).joined(separator: "; "))" }
-                throw EngineError("\(file.path): \(invalid.count) malformed module(s):\n" + lines.joined(separator: "\n"))
+            let malformed = analysis.modules.filter { !$0.isValid && !$0.isOnlyUnsupported }
+            if !malformed.isEmpty {
+                throw EngineError(.malformedModules, file: file.path, "\(malformed.count) malformed module(s)",
+                                  modules: malformed.map { m in
+                                      .init(module: m.name, reason: m.issues[0].kind.rawValue,
+                                            message: m.issues.map(\.message).joined(separator: "; "))
+                                  })
             }
             let mapping = mapper.plan(analysis)
             if let overlap = mapping.overlaps.first {
-                throw EngineError("\(file.path): modules \(overlap.joined(separator: " and ")) target the same weight; refusing to apply both")
+                throw EngineError(.overlappingModules, file: file.path,
+                                  "modules \(overlap.joined(separator: " and ")) target the same weight; refusing to apply both")
             }
-            var merged: [(String, String)] = []
-            var skipped: [String] = []
-            var differs: [(String, String)] = []
-            let ratio = Float(input.ratio)
+            var merged: [MergedModule] = []
+            var skipped: [SkippedModule] = []
+            var differs: [(String, SDScriptsTreatment)] = []
             for m in mapping.mappings {
                 guard let module = analysis.module(named: m.module) else { continue }
-                guard let target = m.target else {
-                    skipped.append("\(m.module): \(m.error?.message ?? "no target")")
+                if module.isOnlyUnsupported {
+                    skipped.append(SkippedModule(module: m.module, reason: .unsupportedPart,
+                                                 message: module.issues.map(\.message).joined(separator: "; ")))
                     continue
                 }
-                if let why = unsupportedReason(module, target) {
-                    skipped.append("\(m.module): \(why)")
+                let target: MappedTarget
+                switch m.result {
+                case .success(let t): target = t
+                case .failure(let e):
+                    skipped.append(SkippedModule(module: m.module, reason: .init(e.kind), message: e.message))
                     continue
                 }
-                guard let up = module.parts[.up], let down = module.parts[.down], let rank = module.rank, rank > 0 else {
-                    skipped.append("\(m.module): incomplete LoRA module")
-                    continue
+                switch UpdateFactory.make(module, target: target, file: file, ratio: ratio, precision: request.precision) {
+                case .failure(let s):
+                    skipped.append(s)
+                case .success(let made):
+                    for (name, u) in made.updates {
+                        guard let i = index[Array(name.utf8)] else {
+                            throw EngineError(.internalInconsistency, file: ckpt.path, tensor: name, "mapped to a tensor the checkpoint lacks")
+                        }
+                        updates[i, default: []].append(u)
+                    }
+                    merged.append(made.merged)
+                    if let t = m.sdScripts, t != .merges { differs.append((m.module, t)) }
                 }
-                guard up.dtype.isConvertibleFloat, down.dtype.isConvertibleFloat else {
-                    skipped.append("\(m.module): factors are \(up.dtype.rawValue)/\(down.dtype.rawValue); graft merges F16, BF16, F32 and F64 factors only")
-                    continue
-                }
-                // sd-scripts: alpha is cast to the merge dtype and divided by the rank (the
-                // executor rounds the quotient again at fp16/bf16 precision).
-                let scale: Float = module.alpha.map { Self.castAlpha(Float($0), request.precision) / Float(rank) } ?? 1
-                let rows = target.rows ?? 0 ..< (target.tensorShape.first ?? 1)
-                deltas[target.tensorName, default: []].append(
-                    WeightDelta(source: file, up: up, down: down, rows: rows, rank: rank,
-                                ratio: ratio, scale: scale, label: module.name))
-                let where_ = target.tensorName + (target.rows.map { " rows \($0.lowerBound)..<\($0.upperBound)" } ?? "")
-                merged.append((m.module, where_))
-                if let t = m.sdScripts, t != .merges { differs.append((m.module, t.rawValue)) }
             }
             if !skipped.isEmpty && !request.allowUnmatched {
-                let shown = skipped.prefix(20).map { "  \($0)" }.joined(separator: "\n")
-                let more = skipped.count > 20 ? "\n  ... and \(skipped.count - 20) more" : ""
-                throw EngineError("\(file.path): \(skipped.count) of \(analysis.modules.count) module(s) cannot be merged into \(ckpt.path) (use --allow-unmatched to merge the rest):\n\(shown)\(more)")
+                throw EngineError(.unmergeableModules, file: file.path,
+                                  "\(skipped.count) of \(analysis.modules.count) module(s) cannot be merged into \(ckpt.path)",
+                                  modules: skipped.map(\.problem))
+            }
+            if merged.isEmpty {
+                throw EngineError(.nothingMerged, file: file.path,
+                                  "none of its \(analysis.modules.count) module(s) can be merged into \(ckpt.path)",
+                                  modules: skipped.map(\.problem))
             }
             parts.append(MergePlan.AdapterPart(path: file.path, ratio: input.ratio, analysis: analysis,
                                                merged: merged, skipped: skipped, sdScriptsDiffers: differs))
@@ -141,15 +158,16 @@ public enum MergePlanner {
 
         var planned: [PlannedTensor] = []
         planned.reserveCapacity(ckpt.tensors.count)
-        for t in ckpt.tensors {
+        for (i, t) in ckpt.tensors.enumerated() {
             let outType = (request.savePrecision != nil && t.dtype.isConvertibleFloat) ? request.savePrecision! : t.dtype
             let out = OutputTensor(name: t.name, dtype: outType, shape: t.shape)
             let op: TensorOperation
-            if let d = deltas[t.name], !d.isEmpty {
+            if let u = updates[i], !u.isEmpty {
                 guard t.dtype.isConvertibleFloat else {
-                    throw EngineError("\(ckpt.path): tensor '\(t.name)' is \(t.dtype.rawValue); adapters can only be merged into F16, BF16, F32 or F64 weights")
+                    throw EngineError(.invalidTarget, file: ckpt.path, tensor: t.name,
+                                      "is \(t.dtype.rawValue); adapters can only be merged into F16, BF16, F32 or F64 weights")
                 }
-                op = .merge(d)
+                op = .update(try TensorUpdates(updates: u, target: t))
             } else if outType != t.dtype {
                 op = .convert
             } else {
@@ -158,26 +176,10 @@ public enum MergePlanner {
             planned.append(PlannedTensor(source: ckpt, input: t, output: out, operation: op))
         }
         let metadata = provenance(request)
+        let layout = try FileLayout(tensors: planned.map(\.output), metadata: metadata, file: request.outputPath)
         return MergePlan(execution: ExecutionPlan(tensors: planned, metadata: metadata, precision: request.precision),
-                         checkpointPath: ckpt.path, checkpoint: checkpointAnalysis, adapters: parts)
-    }
-
-    /// The alpha tensor as sd-scripts holds it: cast to the merge dtype.
-    static func castAlpha(_ alpha: Float, _ precision: MergePrecision) -> Float {
-        switch precision {
-        case .fp32: return alpha
-        case .fp16: return roundToHalf(alpha)
-        case .bf16: return roundToBFloat(alpha)
-        }
-    }
-
-    /// Why graft cannot merge this (resolved) module yet, or nil.
-    static func unsupportedReason(_ m: AdapterModule, _ target: MappedTarget) -> String? {
-        if m.kind != .lora { return "\(m.kind.rawValue) modules are not supported by graft merge yet" }
-        if m.isTucker { return "LoCon Tucker (lora_mid) modules are not supported by graft merge yet" }
-        if m.hasDoRA { return "DoRA (dora_scale) modules are not supported by graft merge yet" }
-        if target.transposed { return "transposed targets (text_projection) are not supported by graft merge yet" }
-        return nil
+                         checkpointPath: ckpt.path, checkpoint: mapper.checkpoint, adapters: parts,
+                         outputBytes: layout.totalByteCount)
     }
 
     /// The output's metadata: the checkpoint's own, plus what sd-scripts writes for a

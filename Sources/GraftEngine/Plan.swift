@@ -3,46 +3,16 @@ import SafeTensors
 /// Called from worker threads with (bytes produced so far, total bytes).
 public typealias ProgressCallback = @Sendable (_ done: Int, _ total: Int) -> Void
 
-/// One low-rank update of a weight: `W[rows] += (ratio * (up @ down)) * scale`,
-/// with `up` `[rows.count, rank]` and `down` `[rank, columns]` after flattening
-/// (conv kernels flatten to `[rank, in*kh*kw]`, 1x1 and linear alike).
-public struct WeightDelta: Sendable {
-    /// The adapter file the factors live in.
-    public let source: SafeTensorsFile
-    public let up: TensorInfo
-    public let down: TensorInfo
-    /// Rows of the target (its first dimension) the update applies to; the whole
-    /// range except for q/k/v thirds of a fused `in_proj_weight`.
-    public let rows: Range<Int>
-    public let rank: Int
-    public let ratio: Float
-    /// alpha / rank (1 when the module has no alpha).
-    public let scale: Float
-    /// A label for reports, e.g. the adapter module name.
-    public let label: String
-
-    public init(source: SafeTensorsFile, up: TensorInfo, down: TensorInfo, rows: Range<Int>, rank: Int,
-                ratio: Float, scale: Float, label: String) {
-        self.source = source
-        self.up = up
-        self.down = down
-        self.rows = rows
-        self.rank = rank
-        self.ratio = ratio
-        self.scale = scale
-        self.label = label
-    }
-}
-
 /// How one output tensor is produced from one input tensor.
 public enum TensorOperation: Sendable {
     /// The input bytes, unchanged (same dtype).
     case copy
     /// A floating-point dtype conversion, element by element.
     case convert
-    /// The input weight plus low-rank updates, applied in order, computed in the
-    /// plan's arithmetic precision and rounded to the output dtype once.
-    case merge([WeightDelta])
+    /// The input weight changed by adapter updates in command-line order, computed in
+    /// the plan's arithmetic precision (fp32 unless sd-scripts' fp16/bf16 emulation was
+    /// asked for) and rounded to the output dtype once.
+    case update(TensorUpdates)
 }
 
 /// One tensor of the output: where it comes from and what is done to it.
@@ -90,7 +60,7 @@ public struct ExecutionReport: Sendable {
     public var tensorsMerged: Int
     public var tensorsConverted: Int
     public var tensorsCopied: Int
-    /// 2 * rows * columns * rank summed over all deltas.
+    /// Floating-point operations of all updates (2 · rows · columns · rank for LoRA).
     public var flops: Double
     public var seconds: Double
     public var threads: Int

@@ -234,7 +234,7 @@ final class PositionalWriter: @unchecked Sendable {
         guard directFD != nil, error == nil else { return }
         do {
             if windowStart < totalBytes || !waiting.isEmpty {
-                throw EngineError("\(output.path): internal error: output incomplete at byte \(windowStart + windowFilled) of \(totalBytes)")
+                throw EngineError(.internalInconsistency, file: output.path, "output incomplete at byte \(windowStart + windowFilled) of \(totalBytes)")
             }
             try io!.drain()
             try output.truncate(to: totalBytes)

@@ -25,7 +25,7 @@ public final class ZstdEncoder {
     ///   - pledgedSize: the exact number of bytes that will be fed, stored in the frame header.
     /// - Throws: `EngineError` when libzstd rejects a parameter or cannot allocate.
     public init(output: AtomicOutput, level: Int, workers: Int, pledgedSize: Int?) throws {
-        guard let cctx = ZSTD_createCCtx() else { throw EngineError("\(output.path): zstd: cannot create a compression context") }
+        guard let cctx = ZSTD_createCCtx() else { throw EngineError(.compression, file: output.path, "zstd: cannot create a compression context") }
         context = cctx
         self.output = output
         capacity = max(Int(ZSTD_CStreamOutSize()), 1 << 20)
@@ -48,7 +48,7 @@ public final class ZstdEncoder {
 
     private func check(_ code: Int, _ what: String) throws {
         if ZSTD_isError(code) != 0 {
-            throw EngineError("\(output.path): zstd (\(what)): \(String(cString: ZSTD_getErrorName(code)).lowercased())")
+            throw EngineError(.compression, file: output.path, "zstd (\(what)): \(String(cString: ZSTD_getErrorName(code)).lowercased())")
         }
     }
 

@@ -46,6 +46,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(rebasing: mapping.bytes[start ..< start + t.byteCount])
     }
 
+    /// Lends a tensor's bytes to `body`; the buffer must not escape it.
+    public func withData<R>(of t: TensorInfo, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(data(of: t))
+    }
+
     /// The value of a one-element floating or integer tensor (e.g. a LoRA `alpha`).
     /// - Throws: `.unsupported` when the tensor has more than one element or a dtype
     ///   without a numeric reading.

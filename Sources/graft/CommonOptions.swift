@@ -93,6 +93,11 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
         throw e
     } catch let e as CleanExit {
         throw e
+    } catch let error as EngineError {
+        Terminal.warn("graft: error: " + displayable(error.description) + engineHint(error))
+        for m in error.modules.prefix(20) { Terminal.warn("  " + displayable("\(m.module): \(m.message)")) }
+        if error.modules.count > 20 { Terminal.warn("  ... and \(error.modules.count - 20) more") }
+        throw ExitCode(2)
     } catch let error as SafeTensorsError {
         // Names and details come from the file: one line, control characters escaped.
         Terminal.warn("graft: error: " + displayable("\(error)"))
@@ -102,6 +107,15 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
         let lines = "\(error)".split(separator: "\n", omittingEmptySubsequences: false).map { displayable(String($0)) }
         Terminal.warn("graft: error: " + lines.joined(separator: "\n"))
         throw ExitCode(2)
+    }
+}
+
+/// What the user can do about an engine error, in the CLI's words (libraries name no flags).
+func engineHint(_ e: EngineError) -> String {
+    switch e.kind {
+    case .unmergeableModules: return " (--allow-unmatched merges the rest)"
+    case .overflow: return " (without --strict it is written and reported)"
+    default: return ""
     }
 }
 

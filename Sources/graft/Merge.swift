@@ -39,6 +39,9 @@ extension Graft {
         @Flag(help: "Merge the modules that match and report the others instead of failing.")
         var allowUnmatched = false
 
+        @Flag(help: "Fail (writing nothing) if a merged value overflows to ±inf in the output dtype.")
+        var strict = false
+
         @Flag(help: "Print the plan (which module goes to which tensor); write nothing (-o is optional).")
         var dryRun = false
 
@@ -59,8 +62,12 @@ extension Graft {
                 }
             }
             if let threads, threads < 1 { throw ValidationError("--threads must be at least 1.") }
-            for a in adapters where AdapterArgument(a).path.isEmpty {
-                throw ValidationError("'\(a)' names no adapter file.")
+            for a in adapters {
+                let arg = AdapterArgument(a)
+                if arg.path.isEmpty { throw ValidationError("'\(a)' names no adapter file.") }
+                if !Float(arg.ratio).isFinite {
+                    throw ValidationError("The ratio of '\(a)' is out of range: it must be a finite number below 3.4e38 in magnitude.")
+                }
             }
         }
 
@@ -84,12 +91,15 @@ extension Graft {
                     return
                 }
                 if !merge.unmatched.isEmpty && !options.quiet {
-                    Terminal.warn("graft: warning: \(merge.unmatched.count) adapter module(s) match no tensor and were not merged:")
-                    for u in merge.unmatched.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  \(u)") }
+                    Terminal.warn("graft: warning: \(merge.unmatched.count) adapter module(s) were not merged:")
+                    for (file, m) in merge.unmatched.prefix(options.verbose ? Int.max : 20) {
+                        Terminal.warn("  " + displayable("\(file): \(m.module): \(m.message)"))
+                    }
                 }
                 let out = try AtomicOutput(path: write.output, overwrite: write.force,
                                            inputs: [checkpoint] + inputs.map(\.file.path))
                 var executor = Executor()
+                executor.failOnOverflow = strict
                 if let threads { executor.threads = threads }
                 executor.encoding = write.encoding(threads: threads)
                 let bar = ProgressBar(label: "merge", enabled: options.showsProgress && !options.json)
@@ -102,6 +112,13 @@ extension Graft {
                     bar.finish()
                     out.abort()
                     throw error
+                }
+                if !report.overflows.isEmpty && !options.quiet {
+                    let values = report.overflows.reduce(0) { $0 + $1.count }
+                    Terminal.warn("graft: warning: \(values) merged value(s) in \(report.overflows.count) tensor(s) overflowed to ±inf in the output dtype (--strict refuses this):")
+                    for o in report.overflows.prefix(options.verbose ? Int.max : 5) {
+                        Terminal.warn("  " + displayable("\(o.name): \(o.count)"))
+                    }
                 }
                 if options.json {
                     try printEncoded(merge.reportJSON(execution: report, output: write.output))

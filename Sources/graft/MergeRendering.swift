@@ -5,30 +5,44 @@ import SafeTensors
 /// Text and JSON renderings of a merge plan and its result.
 extension MergePlan {
     func describe(verbose: Bool) -> String {
-        var out = "plan: merge \(adapters.count) adapter(s) into \(checkpointPath) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
+        var out = "plan: merge \(adapters.count) adapter(s) into \(displayable(checkpointPath)) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
         for a in adapters {
             let counts = a.analysis.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
-            out += "  \(a.path) x\(a.ratio): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
-            out += "    merged: \(a.merged.count) modules\n"
-            if verbose { for m in a.merged { out += "      \(m.module) -> \(m.target)\n" } }
+            out += "  \(displayable(a.path)) x\(a.ratio): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
+            let kinds = Dictionary(grouping: a.merged, by: \.kind).sorted { $0.key < $1.key }
+                .map { "\($0.value.count) \($0.key.rawValue)" }.joined(separator: ", ")
+            out += "    merged: \(a.merged.count) modules (\(kinds))\n"
+            if verbose {
+                for m in a.merged {
+                    out += "      \(displayable(m.module)) [\(m.kind.rawValue)] -> \(m.targets.map(Self.text).joined(separator: ", "))\n"
+                }
+            }
+            let explicit = a.merged.filter { $0.scaleSource == .scaleKey }.count
+            if explicit > 0 {
+                out += "    \(explicit) module(s) use their own scale key instead of alpha/rank (as A1111 does)\n"
+            }
             if !a.skipped.isEmpty {
                 out += "    not merged: \(a.skipped.count)\n"
-                for s in a.skipped.prefix(verbose ? Int.max : 20) { out += "      \(s)\n" }
+                for s in a.skipped.prefix(verbose ? Int.max : 20) { out += "      \(displayable(s.module)): \(displayable(s.message))\n" }
             }
-            if !a.sdScriptsDiffers.isEmpty {
-                out += "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(a.sdScriptsDiffers[0].module): \(a.sdScriptsDiffers[0].treatment))\n"
+            if let first = a.sdScriptsDiffers.first {
+                out += "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(displayable(first.module)): \(first.treatment.rawValue))\n"
             }
         }
         let c = counts
-        out += "output: \(execution.tensors.count) tensors: \(c.merged) merged, \(c.converted) converted, \(c.copied) copied; \(formatBytes(outputBytes))\n"
+        out += "output: \(execution.tensors.count) tensors: \(c.merged) updated, \(c.converted) converted, \(c.copied) copied; \(formatBytes(outputBytes))\n"
         return out
+    }
+
+    static func text(_ t: UpdateTarget) -> String {
+        displayable(t.tensor) + (t.rows.map { " rows \($0.lowerBound)..<\($0.upperBound)" } ?? "")
     }
 
     var counts: (merged: Int, converted: Int, copied: Int) {
         var m = 0, v = 0, c = 0
         for t in execution.tensors {
             switch t.operation {
-            case .merge: m += 1
+            case .update: m += 1
             case .convert: v += 1
             case .copy: c += 1
             }
@@ -36,40 +50,54 @@ extension MergePlan {
         return (m, v, c)
     }
 
-    var outputBytes: Int {
-        execution.tensors.reduce(0) { $0 + $1.output.dtype.bitCount / 8 * $1.input.elementCount }
-    }
-
     func summary(execution r: ExecutionReport, output: String) -> String {
         let modules = adapters.reduce(0) { $0 + $1.merged.count }
         let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
         let gflops = r.flops / max(r.seconds, 1e-9) / 1e9
-        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(output): \(r.tensorsMerged) tensors changed, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(formatBytes(r.bytesWritten)) in \(String(format1: r.seconds)) s (\(String(format1: gbs)) GB/s, \(String(format1: gflops)) GFLOP/s, \(r.threads) threads)"
+        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(displayable(output)): \(r.tensorsMerged) tensors updated, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(formatBytes(r.bytesWritten)) in \(String(format1: r.seconds)) s (\(String(format1: gbs)) GB/s, \(String(format1: gflops)) GFLOP/s, \(r.threads) threads)"
     }
 
     func reportJSON(execution r: ExecutionReport?, output: String?) -> MergeReportJSON {
         let c = counts
         return MergeReportJSON(
-            schema: 1, command: "merge", dryRun: r == nil,
+            schema: 2, command: "merge", dryRun: r == nil,
             checkpoint: .init(path: checkpointPath, architecture: checkpoint.architecture.rawValue),
             adapters: adapters.map { a in
                 .init(path: a.path, ratio: a.ratio, kind: a.analysis.kind.rawValue, scheme: a.analysis.scheme.rawValue,
                       baseModel: a.analysis.baseModel.family.rawValue, modules: a.analysis.modules.count,
                       mergedModules: a.merged.count,
-                      merged: a.merged.map { .init(module: $0.module, target: $0.target) },
-                      notMerged: a.skipped,
-                      sdScriptsDiffers: a.sdScriptsDiffers.map { .init(module: $0.module, treatment: $0.treatment) })
+                      merged: a.merged.map { m in
+                          .init(module: m.module, kind: m.kind.rawValue,
+                                targets: m.targets.map { .init(tensor: $0.tensor, rows: $0.rows.map { [$0.lowerBound, $0.upperBound] }) },
+                                scale: m.scale, scaleSource: m.scaleSource.rawValue)
+                      },
+                      notMerged: a.skipped.map { .init(module: $0.module, reason: $0.reason.rawValue, message: $0.message) },
+                      sdScriptsDiffers: a.sdScriptsDiffers.map { .init(module: $0.module, treatment: $0.treatment.rawValue) })
             },
             output: .init(path: output, tensors: execution.tensors.count, merged: c.merged, converted: c.converted,
                           copied: c.copied, bytes: outputBytes),
+            overflows: r?.overflows.map { .init(tensor: $0.name, count: $0.count) },
             seconds: r?.seconds, flops: r?.flops, threads: r?.threads)
     }
 }
 
 struct MergeReportJSON: Encodable {
     struct Checkpoint: Encodable { let path: String; let architecture: String }
-    struct Assignment: Encodable { let module: String; let target: String }
+    struct Target: Encodable { let tensor: String; let rows: [Int]? }
+    struct Merged: Encodable {
+        let module: String
+        let kind: String
+        let targets: [Target]
+        let scale: Double
+        let scaleSource: String
+        enum CodingKeys: String, CodingKey {
+            case module, kind, targets, scale
+            case scaleSource = "scale_source"
+        }
+    }
+    struct NotMerged: Encodable { let module: String; let reason: String; let message: String }
     struct Difference: Encodable { let module: String; let treatment: String }
+    struct Overflow: Encodable { let tensor: String; let count: Int }
     struct Adapter: Encodable {
         let path: String
         let ratio: Double
@@ -78,8 +106,8 @@ struct MergeReportJSON: Encodable {
         let baseModel: String
         let modules: Int
         let mergedModules: Int
-        let merged: [Assignment]
-        let notMerged: [String]
+        let merged: [Merged]
+        let notMerged: [NotMerged]
         let sdScriptsDiffers: [Difference]
         enum CodingKeys: String, CodingKey {
             case path, ratio, kind, scheme, modules, merged
@@ -101,11 +129,12 @@ struct MergeReportJSON: Encodable {
     let checkpoint: Checkpoint
     let adapters: [Adapter]
     let output: Output
+    let overflows: [Overflow]?
     let seconds: Double?
     let flops: Double?
     let threads: Int?
     enum CodingKeys: String, CodingKey {
-        case schema, command, checkpoint, adapters, output, seconds, flops, threads
+        case schema, command, checkpoint, adapters, output, overflows, seconds, flops, threads
         case dryRun = "dry_run"
     }
 }

@@ -124,7 +124,7 @@ struct MergeCLITests {
         #expect(!fx.entries().contains { $0.contains("graft-partial") }, "\(fx.entries())")
     }
 
-    @Test("--json prints one schema-1 document")
+    @Test("--json prints one schema-2 document")
     func json() throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }
@@ -132,7 +132,7 @@ struct MergeCLITests {
         let r = try CLI.run(["merge", fx.checkpoint, fx.lora + ":-0.5", "-o", out, "--json"])
         #expect(r.status == 0, "stderr: \(r.stderr)")
         let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(r.stdout.utf8))
-        #expect(doc.schema == 1 && doc.command == "merge" && !doc.dry_run)
+        #expect(doc.schema == 2 && doc.command == "merge" && !doc.dry_run)
         #expect(doc.adapters.count == 1)
         #expect(doc.adapters.first?.ratio == -0.5)
         #expect(doc.adapters.first?.path == fx.lora)
@@ -155,7 +155,7 @@ struct MergeCLITests {
         let json = try CLI.run(["merge", fx.checkpoint, fx.lora, "-o", out, "--dry-run", "--json"])
         #expect(json.status == 0)
         let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(json.stdout.utf8))
-        #expect(doc.dry_run && doc.schema == 1)
+        #expect(doc.dry_run && doc.schema == 2)
         #expect(Set(fx.entries()) == before, "dry run created \(Set(fx.entries()).subtracting(before))")
     }
 
@@ -280,7 +280,7 @@ struct MergeCLITests {
         let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
         #expect(r.status == 2, "stdout: \(r.stdout) stderr: \(r.stderr)")
         #expect(r.stderr.contains(m), "stderr: \(r.stderr)")
-        #expect(r.stderr.lowercased().contains("not supported"), "stderr: \(r.stderr)")
+        #expect(r.stderr.lowercased().contains("not merged by graft yet"), "stderr: \(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 

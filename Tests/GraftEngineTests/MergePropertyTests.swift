@@ -266,8 +266,8 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         try SyntheticSDXL.writeAdapter([ModuleChoice(target: target, rank: 4, alpha: 4)], dtype: .F16, seed: 12, to: rankAlpha)
         let (planA, _) = try LibraryMerge(savePrecision: .F32).run(checkpoint: ckptPath, adapters: [(noAlpha, 1)], output: dir.path("a-m.safetensors"))
         let (planB, _) = try LibraryMerge(savePrecision: .F32).run(checkpoint: ckptPath, adapters: [(rankAlpha, 1)], output: dir.path("b-m.safetensors"))
-        #expect(planA.execution.tensors.contains { if case .merge(let d) = $0.operation { return d[0].scale == 1 } else { return false } })
-        #expect(planB.execution.tensors.contains { if case .merge(let d) = $0.operation { return d[0].scale == 1 } else { return false } })
+        #expect(planA.execution.tensors.contains { if case .update(let u) = $0.operation { return (u.updates[0] as? LowRankUpdate)?.scale == 1 } else { return false } })
+        #expect(planB.execution.tensors.contains { if case .update(let u) = $0.operation { return (u.updates[0] as? LowRankUpdate)?.scale == 1 } else { return false } })
         let a = try SafeTensorsFile(path: dir.path("a-m.safetensors")), b = try SafeTensorsFile(path: dir.path("b-m.safetensors"))
         #expect(tensorBytes(a, target.targetKey) == tensorBytes(b, target.targetKey))
         let want = try Oracle.merge(checkpoint: SafeTensorsFile(path: ckptPath),

@@ -1,5 +1,6 @@
 import Fixtures
 import Foundation
+import Adapters
 import GraftEngine
 import SafeTensors
 import Testing
@@ -53,16 +54,15 @@ struct PlannerEdgeTests {
         let ckpt = try checkpoint(dir)
         let lora = try adapter(dir, downType: .F8_E4M3)
         var merge = LibraryMerge()
-        #expect(throws: EngineError.self) { try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors")) }
-        do {
-            try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors"))
-        } catch {
-            #expect("\(error)".contains("F8_E4M3"), "\(error)")
-        }
+        let strict = #expect(throws: EngineError.self) { try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors")) }
+        #expect(strict?.kind == .unmergeableModules)
+        #expect(strict?.modules.map(\.reason) == [SkippedModule.Reason.unsupportedDType.rawValue])
+        // Skipping allowed: the only module is skipped, so nothing would be merged.
         merge.allowUnmatched = true
-        let (plan, report) = try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors"))
-        #expect(plan.unmatched.count == 1 && plan.unmatched[0].contains("F8_E4M3"))
-        #expect(report.tensorsMerged == 0)
+        let lenient = #expect(throws: EngineError.self) { try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors")) }
+        #expect(lenient?.kind == .nothingMerged)
+        #expect(lenient?.modules.first?.module == Self.module)
+        #expect(!FileManager.default.fileExists(atPath: dir.path("out.safetensors")))
     }
 
     @Test("one factor spelled twice (kohya and PEFT) is a malformed module naming both keys")
@@ -73,9 +73,10 @@ struct PlannerEdgeTests {
         do {
             try LibraryMerge().run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors"))
             Issue.record("expected an error")
-        } catch {
-            #expect("\(error)".contains("down given twice"), "\(error)")
-            #expect("\(error)".contains("lora_A.weight") && "\(error)".contains("lora_down.weight"), "\(error)")
+        } catch let error as EngineError {
+            #expect(error.kind == .malformedModules)
+            #expect(error.modules.map(\.reason) == [ModuleIssue.Kind.duplicatePart.rawValue])
+            #expect(error.modules.first?.message.contains("lora_A.weight") == true, "the message names both keys")
         }
     }
 }
