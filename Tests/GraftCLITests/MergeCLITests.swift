@@ -86,8 +86,10 @@ private struct MergeJSON: Decodable {
         let ratio: Double
         let modules: Int
         let merged_modules: Int
-        let not_merged: [String]
+        let not_merged: [NotMerged]
     }
+    struct NotMerged: Decodable { let module: String; let reason: String; let message: String }
+    struct Overflow: Decodable { let tensor: String; let count: Int }
     struct Output: Decodable {
         let path: String?
         let tensors: Int
@@ -100,6 +102,7 @@ private struct MergeJSON: Decodable {
     let dry_run: Bool
     let adapters: [Adapter]
     let output: Output
+    let overflows: [Overflow]?
 }
 
 @Suite("graft merge (CLI)")
@@ -456,5 +459,48 @@ struct MergeInterruptionTests {
         #expect(!FileManager.default.fileExists(atPath: out), "output exists after interruption")
         #expect(!fx.entries().contains { $0.contains("graft-partial") }, "left behind: \(fx.entries())")
         #expect(try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)] == before, "an input was modified")
+    }
+}
+
+@Suite("graft merge (CLI): hardening")
+struct MergeHardeningCLITests {
+    @Test("a ratio beyond fp32 range is a usage error, nothing is written", arguments: ["1e39", "-4e38"])
+    func ratioRange(ratio: String) throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", fx.checkpoint, fx.lora + ":" + ratio, "-o", out])
+        #expect(r.status == 64, "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test("overflow to inf in fp16 is reported in text and JSON; --strict fails and writes nothing")
+    func overflowReported() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let out = fx.path("merged.safetensors")
+        let text = try CLI.run(["merge", fx.checkpoint, fx.lora + ":1e9", "-o", out, "--save-precision", "fp16"])
+        #expect(text.status == 0, "stderr: \(text.stderr)")
+        #expect(text.stderr.contains("overflowed"), "stderr: \(text.stderr)")
+        let json = try CLI.run(["merge", fx.checkpoint, fx.lora + ":1e9", "-o", out, "--force", "--json", "--save-precision", "fp16"])
+        let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(json.stdout.utf8))
+        #expect((doc.overflows ?? []).count == doc.output.merged && (doc.overflows ?? []).allSatisfy { $0.count > 0 })
+        let strictOut = fx.path("strict.safetensors")
+        let strict = try CLI.run(["merge", fx.checkpoint, fx.lora + ":1e9", "-o", strictOut, "--save-precision", "fp16", "--strict"])
+        #expect(strict.status == 2, "stderr: \(strict.stderr)")
+        #expect(!fx.entries().contains { $0.contains("strict") }, "\(fx.entries())")
+    }
+
+    @Test("--allow-unmatched that would merge nothing fails instead of writing a copy")
+    func nothingMerged() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let lora = try fx.writeAdapter("elsewhere.safetensors", [
+            ("lora_unet_no_such_block.lora_down.weight", [4, 32]), ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
+        ])
+        let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out, "--allow-unmatched"])
+        #expect(r.status == 2, "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
     }
 }

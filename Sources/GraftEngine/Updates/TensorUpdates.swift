@@ -27,6 +27,9 @@ public struct TensorUpdates: Sendable {
         }
     }
 
+    /// ``rowChunks(maxElements:)``, for tests of the chunking rule.
+    public func rowChunksForTesting(maxElements: Int) -> [Range<Int>] { rowChunks(maxElements: maxElements) }
+
     /// Whether any update needs a pass over the whole weight before writing.
     var needsReduction: Bool { updates.contains { $0.requirements.reduction != nil } }
 
