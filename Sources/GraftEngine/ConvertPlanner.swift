@@ -31,6 +31,14 @@ public struct ConvertRequest: Sendable {
     }
 }
 
+/// A selection pattern that matched nothing.
+public struct UnusedPattern: Sendable, Equatable, Hashable {
+    /// Which list of ``ConvertRequest`` the pattern was in.
+    public enum List: String, Sendable { case keep, drop, only }
+    public let list: List
+    public let pattern: String
+}
+
 /// A checked conversion: the execution plan plus what was selected.
 public struct ConvertPlan: Sendable {
     public let execution: ExecutionPlan
@@ -45,8 +53,8 @@ public struct ConvertPlan: Sendable {
     public let copied: [String]
     /// Tensors left out by `--drop` / `--only`.
     public let dropped: [String]
-    /// Patterns (with their flag) that matched no tensor of the input.
-    public let unusedPatterns: [String]
+    /// Patterns that matched no tensor of the input, with the list they were given in.
+    public let unusedPatterns: [UnusedPattern]
     /// Size of the output file in bytes (uncompressed).
     public let outputBytes: Int
 }
@@ -61,11 +69,11 @@ public enum ConvertPlanner {
         guard r.dtype.isConvertibleFloat else {
             throw EngineError(.invalidRequest, "cannot convert to \(r.dtype.rawValue): the target must be F16, BF16, F32 or F64")
         }
-        var used = Set<String>()
-        func anyMatch(_ patterns: [String], _ flag: String, _ name: String) -> Bool {
+        var used = Set<UnusedPattern>()
+        func anyMatch(_ patterns: [String], _ list: UnusedPattern.List, _ name: String) -> Bool {
             var hit = false
             for p in patterns where globMatches(p, name) {
-                used.insert(flag + " " + p)
+                used.insert(UnusedPattern(list: list, pattern: p))
                 hit = true
             }
             return hit
@@ -73,13 +81,13 @@ public enum ConvertPlanner {
         var planned: [PlannedTensor] = []
         var converted: [String] = [], kept: [String] = [], copied: [String] = [], dropped: [String] = []
         for t in r.input.tensors {
-            let selected = r.only.isEmpty || anyMatch(r.only, "--only", t.name)
-            let removed = anyMatch(r.drop, "--drop", t.name)
+            let selected = r.only.isEmpty || anyMatch(r.only, .only, t.name)
+            let removed = anyMatch(r.drop, .drop, t.name)
             if !selected || removed {
                 dropped.append(t.name)
                 continue
             }
-            let keep = anyMatch(r.keep, "--keep", t.name)
+            let keep = anyMatch(r.keep, .keep, t.name)
             let op: TensorOperation
             var outType = t.dtype
             if !t.dtype.isConvertibleFloat || t.dtype == r.dtype {
@@ -104,8 +112,9 @@ public enum ConvertPlanner {
             if metadata == nil { metadata = [:] }
             metadata![k] = v
         }
-        let all = r.only.map { "--only " + $0 } + r.drop.map { "--drop " + $0 } + r.keep.map { "--keep " + $0 }
-        var seen = Set<String>()
+        let all = r.only.map { UnusedPattern(list: .only, pattern: $0) } + r.drop.map { UnusedPattern(list: .drop, pattern: $0) }
+            + r.keep.map { UnusedPattern(list: .keep, pattern: $0) }
+        var seen = Set<UnusedPattern>()
         let unused = all.filter { !used.contains($0) && seen.insert($0).inserted }
         let layout = try FileLayout(tensors: planned.map(\.output), metadata: metadata, file: "<output>")
         return ConvertPlan(execution: ExecutionPlan(tensors: planned, metadata: metadata),

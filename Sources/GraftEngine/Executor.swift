@@ -50,8 +50,6 @@ public struct Executor: Sendable {
     public func run(_ plan: ExecutionPlan, into output: AtomicOutput, progress: ProgressCallback? = nil) throws -> ExecutionReport {
         let t0 = monotonicSeconds()
         let layout = try FileLayout(tensors: plan.tensors.map(\.output), metadata: plan.metadata, file: output.path)
-        var byName: [[UInt8]: PlannedTensor] = [:]
-        for p in plan.tensors { byName[Array(p.output.name.utf8)] = p }
 
         var jobs: [Job] = []
         var chunks: [Chunk] = []
@@ -59,9 +57,7 @@ public struct Executor: Sendable {
         var merged = 0, converted = 0, copied = 0
         var bufferElements = chunkElements
         for (i, info) in layout.tensors.enumerated() {
-            guard let p = byName[Array(info.name.utf8)] else {
-                throw EngineError(.internalInconsistency, file: output.path, tensor: info.name, "tensor missing from the plan")
-            }
+            let p = plan.tensors[layout.inputIndex[i]]
             var job = Job(planned: p, outInfo: info, outOffset: layout.fileOffset(ofTensorAt: i), updates: nil)
             let ji = jobs.count
             switch p.operation {

@@ -29,14 +29,18 @@ public struct FileLayout: Sendable {
     public var dataStart: Int { headerBytes.count }
     /// Size of the whole file.
     public let totalByteCount: Int
+    /// For each tensor in data order, its index in the list the layout was made from.
+    public let inputIndex: [Int]
 
     /// - Throws: `.duplicateTensor` for a repeated name, `.overflow` / `.misalignedSlice`
     ///   for an impossible shape, `.headerTooLarge` past the 100,000,000-byte limit.
     public init(tensors input: [OutputTensor], metadata: [String: String]?, file: String = "<output>") throws {
-        let sorted = input.sorted { a, b in
+        let order = input.indices.sorted { i, j in
+            let a = input[i], b = input[j]
             if a.dtype != b.dtype { return a.dtype.orderIndex > b.dtype.orderIndex }
             return a.name.utf8.lexicographicallyPrecedes(b.name.utf8)
         }
+        let sorted = order.map { input[$0] }
         var infos: [TensorInfo] = []
         infos.reserveCapacity(sorted.count)
         var cursor: UInt64 = 0
@@ -103,6 +107,7 @@ public struct FileLayout: Sendable {
         header.append(contentsOf: json)
         self.headerBytes = header
         self.tensors = infos
+        self.inputIndex = order
         let (total, o) = UInt64(header.count).addingReportingOverflow(cursor)
         if o || total > UInt64(Int.max) {
             throw SafeTensorsError(.overflow, file: file, "total file size overflows")

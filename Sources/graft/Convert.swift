@@ -76,7 +76,7 @@ extension Graft {
                                              setMetadata: metadata.compactMap(parseMetadata), dropMetadata: dropMetadata)
                 let plan = try ConvertPlanner.plan(request)
                 if !options.quiet {
-                    for p in plan.unusedPatterns { Terminal.warn("graft: warning: \(p) matches no tensor") }
+                    for p in plan.unusedPatterns { Terminal.warn("graft: warning: --\(p.list.rawValue) \(displayable(p.pattern)) matches no tensor") }
                 }
                 let out = try AtomicOutput(path: write.output, overwrite: write.force, inputs: [input])
                 var executor = Executor()
@@ -191,7 +191,7 @@ struct ConvertReportJSON: Encodable {
         dropped = plan.dropped
         overflows = r.overflows
         overflowCount = r.overflows.reduce(0) { $0 + $1.count }
-        unusedPatterns = plan.unusedPatterns
+        unusedPatterns = plan.unusedPatterns.map { "--\($0.list.rawValue) \($0.pattern)" }
         seconds = r.seconds
         threads = r.threads
     }

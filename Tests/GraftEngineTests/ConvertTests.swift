@@ -157,7 +157,7 @@ struct ConvertTests {
         let q = try ConvertPlanner.plan(ConvertRequest(input: f, dtype: .F16, keep: ["nothing.*"],
                                                        only: ["model.diffusion_model.*", "cond_stage_model.*"]))
         #expect(Set(q.execution.tensors.map(\.output.name)) == ["model.diffusion_model.a", "cond_stage_model.d"])
-        #expect(q.unusedPatterns == ["--keep nothing.*"])
+        #expect(q.unusedPatterns == [UnusedPattern(list: .keep, pattern: "nothing.*")])
         #expect(throws: EngineError.self) { try ConvertPlanner.plan(ConvertRequest(input: f, dtype: .F16, only: ["zzz*"])) }
     }
 
