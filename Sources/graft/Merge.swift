@@ -31,10 +31,10 @@ extension Graft {
         @OptionGroup var write: WriteOptions
 
         @Option(help: "Arithmetic precision: fp32, fp16 or bf16 (fp16/bf16 round every step, as PyTorch does).")
-        var precision: String = "fp32"
+        var precision: MergePrecision = .fp32
 
         @Option(help: "dtype of the floating tensors written: keep (each tensor's input dtype), fp16, bf16 or fp32.")
-        var savePrecision: String = "keep"
+        var savePrecision: SavePrecision = .keep
 
         @Flag(help: "Merge the modules that match and report the others instead of failing.")
         var allowUnmatched = false
@@ -53,14 +53,6 @@ extension Graft {
         func validate() throws {
             if !dryRun { try write.requireOutput() }
             if adapters.isEmpty { throw ValidationError("Give at least one adapter to merge.") }
-            if MergePrecision(rawValue: precision.lowercased()) == nil && precisionAlias(precision) == nil {
-                throw ValidationError("--precision must be fp32, fp16 or bf16 (got '\(precision)').")
-            }
-            if savePrecision.lowercased() != "keep" {
-                guard let d = DType(userSpelling: savePrecision), d.isConvertibleFloat, d != .F64 else {
-                    throw ValidationError("--save-precision must be keep, fp16, bf16 or fp32 (got '\(savePrecision)').")
-                }
-            }
             if let threads, threads < 1 { throw ValidationError("--threads must be at least 1.") }
             for a in adapters {
                 let arg = AdapterArgument(a)
@@ -73,8 +65,7 @@ extension Graft {
 
         func run() throws {
             try reportingErrors {
-                let precision = MergePrecision(rawValue: self.precision.lowercased()) ?? precisionAlias(self.precision)!
-                let save: DType? = savePrecision.lowercased() == "keep" ? nil : DType(userSpelling: savePrecision)
+                let save = savePrecision.dtype
                 let ckpt = try SafeTensorsFile(path: checkpoint)
                 var inputs: [MergeInput] = []
                 for a in adapters {
@@ -147,11 +138,42 @@ struct AdapterArgument {
     }
 }
 
-func precisionAlias(_ s: String) -> MergePrecision? {
-    switch s.lowercased() {
-    case "float", "f32", "float32": return .fp32
-    case "f16", "half", "float16": return .fp16
-    case "bfloat16": return .bf16
-    default: return nil
+extension MergePrecision: ExpressibleByArgument {
+    /// fp32 / fp16 / bf16, and sd-scripts' and PyTorch's spellings (float, half, bfloat16…).
+    public init?(argument: String) {
+        switch DType(userSpelling: argument) {
+        case .F32?: self = .fp32
+        case .F16?: self = .fp16
+        case .BF16?: self = .bf16
+        default: return nil
+        }
+    }
+
+    public static var allValueStrings: [String] { allCases.map(\.rawValue) }
+}
+
+/// `--save-precision`: keep each tensor's dtype, or convert the floating ones.
+enum SavePrecision: ExpressibleByArgument, CaseIterable {
+    case keep, fp16, bf16, fp32
+
+    init?(argument: String) {
+        if argument.lowercased() == "keep" { self = .keep; return }
+        switch DType(userSpelling: argument) {
+        case .F16?: self = .fp16
+        case .BF16?: self = .bf16
+        case .F32?: self = .fp32
+        default: return nil
+        }
+    }
+
+    static var allValueStrings: [String] { ["keep", "fp16", "bf16", "fp32"] }
+
+    var dtype: DType? {
+        switch self {
+        case .keep: return nil
+        case .fp16: return .F16
+        case .bf16: return .BF16
+        case .fp32: return .F32
+        }
     }
 }
