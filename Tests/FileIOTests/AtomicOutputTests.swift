@@ -375,3 +375,44 @@ struct StreamsAndLockTests {
         }
     }
 }
+
+@Suite("FileIO: InputSpool")
+struct InputSpoolTests {
+    /// Writes `bytes` into a FIFO from another thread and spools it with `bound`.
+    func spoolFIFO(_ bytes: [UInt8], bound: @escaping (UnsafeRawBufferPointer) throws -> SpoolBound) throws -> MappedFile {
+        try withDirectory { dir in
+            let fifo = dir.appendingPathComponent("pipe").path
+            #expect(mkfifo(fifo, 0o644) == 0)
+            let writer = Thread {
+                let fd = open(fifo, O_WRONLY | O_CLOEXEC)
+                if fd >= 0 {
+                    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                    close(fd)
+                }
+            }
+            writer.start()
+            return try InputSpool.open(fifo, bound: bound)
+        }
+    }
+
+    @Test("a stream is spooled whole while within its bound; the bound sees growing prefixes")
+    func withinBound() throws {
+        let data = (0..<300).map { UInt8($0 & 0xFF) }
+        nonisolated(unsafe) var asked: [Int] = []
+        let m = try spoolFIFO(data) { prefix in
+            asked.append(prefix.count)
+            return prefix.count < 4 ? .needPrefix(4) : prefix.count < 10 ? .needPrefix(10) : .total(300)
+        }
+        #expect(m.withBytes { Array($0) } == data)
+        #expect(asked == [0, 4, 10])
+    }
+
+    @Test("a stream longer than its bound stops with exceedsDeclaredSize")
+    func pastBound() throws {
+        let error = #expect(throws: FileIOError.self) {
+            _ = try spoolFIFO([UInt8](repeating: 1, count: 5000)) { _ in .total(100) }
+        }
+        #expect(error?.kind == .exceedsDeclaredSize)
+        #expect(error?.offset == 100)
+    }
+}
