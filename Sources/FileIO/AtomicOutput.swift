@@ -215,6 +215,10 @@ public final class AtomicOutput: @unchecked Sendable {
             finished = true
             do throws(FileIOError) {
                 try checkDestinationStillRegular()
+                var st = stat()
+                if !overwrite && lstat(path, &st) == 0 {
+                    throw .refused(path, .exists, "the output appeared while it was being written")
+                }
                 if rename(temporaryPath!, path) != 0 { throw FileIOError.systemCall("rename", path: path, errno: errno) }
             } catch {
                 CleanupRegistry.removeFile(slot: slot)

@@ -184,11 +184,11 @@ struct AtomicOutputTests {
         }
     }
 
-    @Test("a destination created by someone else while writing is not overwritten without overwrite")
-    func appearedMeanwhile() throws {
+    @Test("a destination created by someone else while writing is not overwritten without overwrite", arguments: modes)
+    func appearedMeanwhile(anonymous: Bool) throws {
         try withDirectory { dir in
             let path = dir.appendingPathComponent("out.bin").path
-            let out = try AtomicOutput(path: path, overwrite: false)
+            let out = try AtomicOutput(path: path, overwrite: false, anonymousTemporary: anonymous)
             try Data("theirs".utf8).write(to: URL(fileURLWithPath: path))
             let error = #expect(throws: FileIOError.self) { try out.commit() }
             #expect(error?.refusal == .exists)
