@@ -2,7 +2,10 @@
 import PackageDescription
 
 // Layering (each target depends only on those above it):
-//   CKernels (C, vector kernels with run-time CPU dispatch), CZstd (system libzstd)
+//   CKernels (C, vector kernels with run-time CPU dispatch), CZstd (system libzstd),
+//   CFileIO (C, the few calls that need _GNU_SOURCE: O_DIRECT, O_TMPFILE, linkat)
+//   FileIO        the only module that talks to libc for files, processes and threads:
+//                 MappedFile, InputSpool, AtomicOutput, StandardOutput, Lock, FileIOError
 //   SafeTensors   the file format only: header parsing/validation, mmap reading,
 //                 streaming atomic writing, dtypes and dtype conversion
 //   Adapters      adapter recognition, key-naming schemes, architectures, key mapping
@@ -13,6 +16,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "graft", targets: ["graft"]),
+        .library(name: "FileIO", targets: ["FileIO"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Adapters", targets: ["Adapters"]),
         .library(name: "GraftEngine", targets: ["GraftEngine"]),
@@ -32,23 +36,26 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
-        .target(name: "SafeTensors", dependencies: ["CKernels", "CZstd"]),
+        .target(name: "CFileIO"),
+        .target(name: "FileIO", dependencies: ["CFileIO", "CZstd"]),
+        .target(name: "SafeTensors", dependencies: ["FileIO", "CKernels"]),
         .target(name: "Adapters", dependencies: ["SafeTensors"]),
-        .target(name: "GraftEngine", dependencies: ["SafeTensors", "Adapters", "CKernels", "CZstd"]),
+        .target(name: "GraftEngine", dependencies: ["FileIO", "SafeTensors", "Adapters", "CKernels", "CZstd"]),
         .executableTarget(
             name: "graft",
             dependencies: [
-                "SafeTensors", "Adapters", "GraftEngine",
+                "FileIO", "SafeTensors", "Adapters", "GraftEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Synthetic models with real SD key names (any width), for samples, tests and benchmarks.
-        .target(name: "Fixtures", dependencies: ["SafeTensors"]),
+        .target(name: "Fixtures", dependencies: ["FileIO", "SafeTensors"]),
         .executableTarget(name: "graft-samplegen", dependencies: ["Fixtures", "SafeTensors"], path: "Sources/SampleGen"),
         .executableTarget(name: "graft-kbench", dependencies: ["SafeTensors", "CKernels"], path: "Sources/KernelBench"),
-        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "Fixtures"]),
+        .testTarget(name: "FileIOTests", dependencies: ["FileIO"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["FileIO", "SafeTensors", "Fixtures"]),
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
-        .testTarget(name: "GraftEngineTests", dependencies: ["GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
-        .testTarget(name: "GraftCLITests", dependencies: ["SafeTensors", "Fixtures"]),
+        .testTarget(name: "GraftEngineTests", dependencies: ["FileIO", "GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
+        .testTarget(name: "GraftCLITests", dependencies: ["FileIO", "SafeTensors", "Fixtures"]),
     ]
 )

@@ -1,3 +1,4 @@
+import FileIO
 import SafeTensors
 
 /// Streams synthetic tensors into a safetensors file with bounded memory.

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import FileIO
 import SafeTensors
 
 /// Runs an ``ExecutionPlan``: lays the output file out, then produces every tensor as a
@@ -19,8 +17,10 @@ public struct Executor: Sendable {
     /// Bytes per chunk for plain copies.
     public var copyChunkBytes: Int = 16 << 20
     public var threads: Int = defaultThreadCount()
-    /// `.raw` writes every chunk at its offset (any order, any thread); `.zstd` feeds
-    /// chunks to the compressor in file order through a bounded reorder window.
+    /// `.raw` writes every chunk at its offset (any order, any thread); `.sequential` and
+    /// `.zstd` feed chunks in file order through a bounded reorder window (to the output,
+    /// or to the compressor). An output that is a stream (standard output) gets
+    /// `.sequential` instead of `.raw`.
     public var encoding: OutputEncoding = .raw
     /// Write uncompressed output past the page cache (O_DIRECT) where the file system
     /// allows it; on by default unless GRAFT_NO_DIRECT is set. Same bytes either way.
@@ -87,9 +87,13 @@ public struct Executor: Sendable {
         let total = layout.totalByteCount
         var encoder: ZstdEncoder? = nil
         var sink: OrderedSink? = nil
+        let encoding = self.encoding == .raw && output.isStream ? .sequential : self.encoding
         switch encoding {
         case .raw:
             try output.reserve(byteCount: total)
+        case .sequential:
+            try layout.headerBytes.withUnsafeBytes { try output.append($0) }
+            sink = OrderedSink(consume: { try output.append($0) })
         case .zstd(let level, let workers):
             let e = try ZstdEncoder(output: output, level: level, workers: workers, pledgedSize: total)
             try layout.headerBytes.withUnsafeBytes { try e.feed($0) }
@@ -210,19 +214,11 @@ public struct Executor: Sendable {
     }
 }
 
-/// Whether an environment variable is set to something other than "", "0" or "false".
-func environmentFlag(_ name: String) -> Bool {
-    guard let raw = getenv(name) else { return false }
-    let v = String(cString: raw).lowercased()
-    return !(v.isEmpty || v == "0" || v == "false" || v == "no")
-}
+/// Whether an environment variable is set to something other than "", "0", "false" or "no".
+func environmentFlag(_ name: String) -> Bool { SystemInfo.environmentFlag(name) }
 
 /// Seconds on the monotonic clock (for durations).
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
+public func monotonicSeconds() -> Double { SystemInfo.monotonicSeconds() }
 
 /// Per-thread buffers and the per-chunk work.
 final class ChunkWorker {

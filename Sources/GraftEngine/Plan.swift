@@ -88,6 +88,9 @@ public enum OutputEncoding: Sendable, Equatable {
     /// One zstd frame of the safetensors bytes, fed to the compressor in file order.
     /// `workers` is zstd's own thread count (`ZSTD_c_nbWorkers`, 0 = single-threaded).
     case zstd(level: Int, workers: Int)
+    /// The safetensors bytes appended in file order (for outputs that cannot seek, such as
+    /// a pipe on standard output; chosen automatically for ``FileIO/AtomicOutput/isStream``).
+    case sequential
 
     /// The encoding a path asks for: zstd when it ends in `.zst`.
     public static func forPath(_ path: String, zstdLevel: Int = 3, workers: Int = defaultThreadCount()) -> OutputEncoding {

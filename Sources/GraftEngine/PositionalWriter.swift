@@ -1,7 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import SafeTensors
+import FileIO
 
 /// Writes chunks at their file offsets on one dedicated thread.
 ///
@@ -28,14 +25,13 @@ final class PositionalWriter: @unchecked Sendable {
 
     private let output: AtomicOutput
     private let totalBytes: Int
-    private var mutex = pthread_mutex_t()
-    private var changed = pthread_cond_t()
+    private let lock = Lock()   // guards queue, head, busy, closed, error; its condition: "changed"
     private var queue: [Item] = []
     private var head = 0
     private var busy: Set<Int> = []
     private var closed = false
-    private(set) var error: Error?
-    private var thread = pthread_t()
+    private var error: Error?
+    private var thread: SystemThread?
     private let onWritten: (Int) -> Void
 
     // Direct mode state (writer thread only, except the I/O ring below).
@@ -44,7 +40,7 @@ final class PositionalWriter: @unchecked Sendable {
     /// Staging windows: one being filled while the others are written. Several writes in
     /// flight also let the (virtual) disk work on more than one request at a time.
     static let windowCount = 3
-    private var directFD: Int32?
+    private var direct: DirectDescriptor?
     private var windows: [UnsafeMutableRawPointer] = []
     private var current = 0
     private var staging: UnsafeMutableRawPointer? { windows.isEmpty ? nil : windows[current] }
@@ -65,76 +61,65 @@ final class PositionalWriter: @unchecked Sendable {
             // Probe: one aligned block at offset 0 (overwritten later by the header's window).
             let probe = UnsafeMutableRawPointer.allocate(byteCount: Self.alignment, alignment: Self.alignment)
             probe.initializeMemory(as: UInt8.self, repeating: 0, count: Self.alignment)
-            let ok = pwrite(fd, probe, Self.alignment, 0) == Self.alignment
+            let ok = (try? fd.write(UnsafeRawBufferPointer(start: probe, count: Self.alignment), at: 0)) != nil
             probe.deallocate()
             if ok {
-                directFD = fd
+                self.direct = fd
                 windows = (0..<Self.windowCount).map { _ in
                     UnsafeMutableRawPointer.allocate(byteCount: Self.windowBytes, alignment: Self.alignment)
                 }
-                io = DirectWriteRing(output: output, descriptor: fd, windows: windows)
-            } else {
-                close(fd)
+                io = DirectWriteRing(descriptor: fd, windows: windows)
             }
         }
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&changed, nil)
-        let me = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&thread, nil, { raw in
-            let w = Unmanaged<PositionalWriter>.fromOpaque(raw!).takeRetainedValue()
-            w.loop()
-            return nil
-        }, me)
-        precondition(rc == 0, "cannot start the writer thread")
+        // The thread holds the writer until its loop ends (after finish()).
+        thread = SystemThread.start { [self] in loop() }
+        precondition(thread != nil, "cannot start the writer thread")
     }
 
     deinit {
         io?.stop()
-        if let directFD { close(directFD) }
         for w in windows { w.deallocate() }
-        pthread_cond_destroy(&changed)
-        pthread_mutex_destroy(&mutex)
     }
-
-    /// Whether writes bypass the page cache.
-    var isDirect: Bool { directFD != nil }
 
     /// Queues `bytes` for writing at `offset`. When `buffer` is given, the bytes live in
     /// that worker buffer, which stays busy until written; otherwise the caller keeps
     /// them alive until ``finish()``.
     func submit(_ bytes: UnsafeRawBufferPointer, at offset: Int, buffer: Int?) throws {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        if let error { throw error }
-        if let buffer { busy.insert(buffer) }
-        queue.append(Item(bytes: bytes, offset: offset, buffer: buffer))
-        pthread_cond_broadcast(&changed)
+        try lock.withLock {
+            if let error { throw error }
+            if let buffer { busy.insert(buffer) }
+            queue.append(Item(bytes: bytes, offset: offset, buffer: buffer))
+            lock.broadcast()
+        }
+        // Test hook (GRAFT_TEST_PAUSE_FILE): pause once the first chunk after the header is queued.
+        if offset > 0 { TestPause.pauseIfRequested() }
     }
 
     /// Blocks until the writer no longer uses `buffer`.
     func waitUntilFree(_ buffer: Int) throws {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while busy.contains(buffer) { pthread_cond_wait(&changed, &mutex) }
-        if let error { throw error }
+        try lock.withLock {
+            while busy.contains(buffer) { lock.wait() }
+            if let error { throw error }
+        }
     }
 
     /// Writes everything still queued, stops the thread and rethrows a write error.
     func finish() throws {
-        pthread_mutex_lock(&mutex)
-        closed = true
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
-        pthread_join(thread, nil)
-        if let error { throw error }
+        lock.withLock {
+            closed = true
+            lock.broadcast()
+        }
+        thread?.join()
+        thread = nil
+        if let error = lock.withLock({ error }) { throw error }
     }
 
     private func loop() {
         while true {
-            pthread_mutex_lock(&mutex)
-            while head == queue.count && !closed { pthread_cond_wait(&changed, &mutex) }
+            lock.lock()
+            while head == queue.count && !closed { lock.wait() }
             if head == queue.count && closed {
-                pthread_mutex_unlock(&mutex)
+                lock.unlock()
                 finishDirect()
                 return
             }
@@ -145,13 +130,13 @@ final class PositionalWriter: @unchecked Sendable {
                 head = 0
             }
             let failed = error != nil
-            pthread_mutex_unlock(&mutex)
+            lock.unlock()
 
             var released: [Int] = []
             do {
                 if failed {
                     if let b = item.buffer { released.append(b) }
-                } else if directFD != nil {
+                } else if direct != nil {
                     try placeDirect(item, released: &released)
                 } else {
                     try output.write(item.bytes, at: item.offset)
@@ -166,19 +151,19 @@ final class PositionalWriter: @unchecked Sendable {
                 waiting.removeAll()
             }
             if !released.isEmpty {
-                pthread_mutex_lock(&mutex)
-                for b in released { busy.remove(b) }
-                pthread_cond_broadcast(&changed)
-                pthread_mutex_unlock(&mutex)
+                lock.withLock {
+                    for b in released { busy.remove(b) }
+                    lock.broadcast()
+                }
             }
         }
     }
 
     private func record(_ e: Error) {
-        pthread_mutex_lock(&mutex)
-        if error == nil { error = e }
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
+        lock.withLock {
+            if error == nil { error = e }
+            lock.broadcast()
+        }
     }
 
     // MARK: direct mode
@@ -231,7 +216,7 @@ final class PositionalWriter: @unchecked Sendable {
     }
 
     private func finishDirect() {
-        guard directFD != nil, error == nil else { return }
+        guard direct != nil, lock.withLock({ error == nil }) else { return }
         do {
             if windowStart < totalBytes || !waiting.isEmpty {
                 throw EngineError(.internalInconsistency, file: output.path, "output incomplete at byte \(windowStart + windowFilled) of \(totalBytes)")
@@ -248,96 +233,82 @@ final class PositionalWriter: @unchecked Sendable {
 /// while the next window is assembled.
 final class DirectWriteRing: @unchecked Sendable {
     private struct Job { let window: Int; let byteCount: Int; let offset: Int }
-    private let output: AtomicOutput
-    private let fd: Int32
+    private let descriptor: DirectDescriptor
     private let windows: [UnsafeMutableRawPointer]
-    private var mutex = pthread_mutex_t()
-    private var changed = pthread_cond_t()
+    private let lock = Lock()   // guards jobs, busy, stopping, error; its condition: "changed"
     private var jobs: [Job] = []
     private var busy: Set<Int> = []
     private var stopping = false
     private var error: Error?
-    private var threads: [pthread_t] = []
+    private var threads: [SystemThread] = []
 
-    init(output: AtomicOutput, descriptor: Int32, windows: [UnsafeMutableRawPointer], threads count: Int = 2) {
-        self.output = output
-        self.fd = descriptor
+    init(descriptor: DirectDescriptor, windows: [UnsafeMutableRawPointer], threads count: Int = 2) {
+        self.descriptor = descriptor
         self.windows = windows
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&changed, nil)
         for _ in 0..<count {
-            var t = pthread_t()
-            let me = Unmanaged.passRetained(self).toOpaque()
-            if pthread_create(&t, nil, { raw in
-                let ring = Unmanaged<DirectWriteRing>.fromOpaque(raw!).takeRetainedValue()
-                ring.loop()
-                return nil
-            }, me) == 0 {
-                threads.append(t)
-            } else {
-                Unmanaged<DirectWriteRing>.fromOpaque(me).release()
-            }
+            // Each thread holds the ring until stop() ends its loop.
+            if let t = SystemThread.start({ [self] in loop() }) { threads.append(t) }
         }
         precondition(!threads.isEmpty, "cannot start an I/O thread")
     }
 
     func write(window: Int, byteCount: Int, at offset: Int) throws {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        if let error { throw error }
-        busy.insert(window)
-        jobs.append(Job(window: window, byteCount: byteCount, offset: offset))
-        pthread_cond_broadcast(&changed)
+        try lock.withLock {
+            if let error { throw error }
+            busy.insert(window)
+            jobs.append(Job(window: window, byteCount: byteCount, offset: offset))
+            lock.broadcast()
+        }
     }
 
     func waitUntilFree(window: Int) throws {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while busy.contains(window) && error == nil { pthread_cond_wait(&changed, &mutex) }
-        if let error { throw error }
+        try lock.withLock {
+            while busy.contains(window) && error == nil { lock.wait() }
+            if let error { throw error }
+        }
     }
 
     /// Waits for every queued write.
     func drain() throws {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while !busy.isEmpty && error == nil { pthread_cond_wait(&changed, &mutex) }
-        if let error { throw error }
+        try lock.withLock {
+            while !busy.isEmpty && error == nil { lock.wait() }
+            if let error { throw error }
+        }
     }
 
     /// Stops the threads (after draining or after an error).
     func stop() {
-        pthread_mutex_lock(&mutex)
-        stopping = true
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
-        for t in threads { pthread_join(t, nil) }
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+        for t in threads { t.join() }
         threads.removeAll()
     }
 
     private func loop() {
         while true {
-            pthread_mutex_lock(&mutex)
-            while jobs.isEmpty && !stopping { pthread_cond_wait(&changed, &mutex) }
+            lock.lock()
+            while jobs.isEmpty && !stopping { lock.wait() }
             if jobs.isEmpty {
-                pthread_mutex_unlock(&mutex)
+                lock.unlock()
                 return
             }
             let job = jobs.removeFirst()
             let failed = error != nil
-            pthread_mutex_unlock(&mutex)
+            lock.unlock()
             var e: Error? = nil
             if !failed {
                 do {
-                    try output.write(UnsafeRawBufferPointer(start: windows[job.window], count: job.byteCount),
-                                     at: job.offset, descriptor: fd)
+                    try descriptor.write(UnsafeRawBufferPointer(start: windows[job.window], count: job.byteCount),
+                                         at: job.offset)
                 } catch { e = error }
             }
-            pthread_mutex_lock(&mutex)
-            if let e, error == nil { error = e }
-            busy.remove(job.window)
-            pthread_cond_broadcast(&changed)
-            pthread_mutex_unlock(&mutex)
+            lock.withLock {
+                if let e, error == nil { error = e }
+                busy.remove(job.window)
+                lock.broadcast()
+            }
         }
     }
 }

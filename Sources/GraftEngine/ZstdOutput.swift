@@ -1,8 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CZstd
-import SafeTensors
+import FileIO
 
 /// A streaming zstd compressor writing one frame sequentially into an `AtomicOutput`
 /// (`ZSTD_compressStream2`; with `workers` > 0 libzstd compresses on its own threads).
@@ -89,8 +86,7 @@ public final class ZstdEncoder {
 /// taken by workers in increasing index order (``WorkCounter`` does that), which
 /// guarantees progress: the lowest unconsumed chunk is always held by a running worker.
 final class OrderedSink: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var turn = pthread_cond_t()
+    private let lock = Lock()
     private var next = 0
     private var cancelled = false
     private let consume: (UnsafeRawBufferPointer) throws -> Void
@@ -101,36 +97,30 @@ final class OrderedSink: @unchecked Sendable {
 
     init(consume: @escaping (UnsafeRawBufferPointer) throws -> Void) {
         self.consume = consume
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&turn, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&turn)
-        pthread_mutex_destroy(&mutex)
     }
 
     /// Blocks until it is chunk `index`'s turn, consumes `bytes`, passes the turn on.
     /// Throws ``Cancelled`` when another worker failed meanwhile.
     func submit(_ index: Int, _ bytes: UnsafeRawBufferPointer) throws {
-        pthread_mutex_lock(&mutex)
-        while next != index && !cancelled { pthread_cond_wait(&turn, &mutex) }
-        let stop = cancelled
-        pthread_mutex_unlock(&mutex)
+        let stop = lock.withLock {
+            while next != index && !cancelled { lock.wait() }
+            return cancelled
+        }
         if stop { throw Cancelled() }
         // Only the holder of the turn gets here, so the consumer needs no lock of its own.
         try consume(bytes)
-        pthread_mutex_lock(&mutex)
-        next += 1
-        pthread_cond_broadcast(&turn)
-        pthread_mutex_unlock(&mutex)
+        lock.withLock {
+            next += 1
+            lock.broadcast()
+        }
+        TestPause.pauseIfRequested()   // test hook (GRAFT_TEST_PAUSE_FILE); no-op otherwise
     }
 
     /// Wakes every waiting worker with ``Cancelled`` (after the real error was recorded).
     func cancel() {
-        pthread_mutex_lock(&mutex)
-        cancelled = true
-        pthread_cond_broadcast(&turn)
-        pthread_mutex_unlock(&mutex)
+        lock.withLock {
+            cancelled = true
+            lock.broadcast()
+        }
     }
 }

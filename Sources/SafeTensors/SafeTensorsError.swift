@@ -1,3 +1,5 @@
+import FileIO
+
 /// The one error type of the SafeTensors module.
 ///
 /// It prints as a single line naming the file, the tensor and byte offset when they
@@ -37,7 +39,8 @@ public struct SafeTensorsError: Error, Equatable, Sendable, CustomStringConverti
         case compression
         /// The caller asked for something the file cannot give (wrong dtype for a view...).
         case unsupported
-        /// graft refused to touch a file: the output exists (no --force) or is one of the inputs.
+        /// A file was refused (kept for callers; FileIO's `AtomicOutput` itself throws
+        /// `FileIOError` of kind `.refused`, which ``init(_:)`` maps here).
         case refused
     }
 
@@ -49,6 +52,8 @@ public struct SafeTensorsError: Error, Equatable, Sendable, CustomStringConverti
     public var offset: UInt64?
     /// What was expected and what was found, in lowercase words.
     public var detail: String
+    /// The system-level error behind an `.io` / `.compression` / `.refused` error, when there is one.
+    public var cause: FileIOError?
 
     public init(_ kind: Kind, file: String, tensor: String? = nil, offset: UInt64? = nil, _ detail: String) {
         self.kind = kind

@@ -1,22 +1,30 @@
+import FileIO
+
 /// A validated safetensors file, memory-mapped read-only.
 ///
 /// `SafeTensorsFile(path:)` maps the file and checks its whole header (every rule in
 /// docs/safetensors.md); after that every tensor view it hands out is in bounds.
 /// Nothing proportional to the file size is allocated: data stays in the page cache
-/// and is borrowed through ``data(of:)``. Standard input ("-") and zstd-compressed
+/// and is lent through ``withData(of:_:)``. Standard input ("-") and zstd-compressed
 /// files are spooled to an unlinked temporary file first.
 public final class SafeTensorsFile: @unchecked Sendable {
     /// The path as the user named it (`<stdin>` for "-").
     public let path: String
     public let header: Header
-    public let mapping: MappedFile
+    /// The mapping (package-internal: its pointer must not outlive this object).
+    package let mapping: MappedFile
     private let index: [[UInt8]: Int]
 
     /// Opens, maps and validates a file. "-" reads standard input.
     /// - Throws: `SafeTensorsError` (`.io` for system errors, `.compression` for bad
     ///   zstd input, any format kind for a malformed file).
     public init(path: String) throws {
-        let map = try InputSpool.open(path)
+        let map: MappedFile
+        do {
+            map = try InputSpool.open(path, bound: SafeTensorsFile.spoolBound(source: path == "-" ? "<stdin>" : path))
+        } catch let e as FileIOError {
+            throw SafeTensorsError(e)
+        }
         self.mapping = map
         self.path = map.path
         self.header = try Header.parse(file: map.bytes, source: map.path)
@@ -40,15 +48,36 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Absolute file offset of a tensor's first byte.
     public func fileOffset(of t: TensorInfo) -> Int { header.dataStart + Int(t.dataOffsets.lowerBound) }
 
-    /// A borrowed view of a tensor's bytes, valid while this object is alive.
-    public func data(of t: TensorInfo) -> UnsafeRawBufferPointer {
+    /// Lends a tensor's bytes to `body`; the pointer must not escape the closure.
+    /// - Precondition: `t` is one of this file's tensors.
+    public func withData<R>(of t: TensorInfo, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(data(of: t)) }
+    }
+
+    /// A borrowed view of a tensor's bytes, valid while this object is alive
+    /// (package-internal: the engine's workers hold the file for the whole run).
+    /// - Precondition: `t` is one of this file's tensors (checked: the range lies in the mapping).
+    package func data(of t: TensorInfo) -> UnsafeRawBufferPointer {
         let start = fileOffset(of: t)
+        precondition(start >= 0 && t.byteCount >= 0 && start <= mapping.byteCount - t.byteCount,
+                     "tensor '\(t.name)' is not in \(path)")
         return UnsafeRawBufferPointer(rebasing: mapping.bytes[start ..< start + t.byteCount])
     }
 
-    /// Lends a tensor's bytes to `body`; the buffer must not escape it.
-    public func withData<R>(of t: TensorInfo, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try body(data(of: t))
+    /// How far a spooled stream may go: asks for the 8-byte length, then for the whole
+    /// header, then answers with the size the header declares (8 + N + end of the last tensor).
+    static func spoolBound(source: String) -> (UnsafeRawBufferPointer) throws -> SpoolBound {
+        { prefix in
+            guard prefix.count >= 8 else { return .needPrefix(8) }
+            var n: UInt64 = 0
+            for i in (0..<8).reversed() { n = n << 8 | UInt64(prefix[i]) }
+            guard n <= Header.maxByteCount else {
+                throw SafeTensorsError(.headerTooLarge, file: source, offset: 0,
+                                       "header length \(n) exceeds the \(Header.maxByteCount)-byte limit")
+            }
+            guard prefix.count >= 8 + Int(n) else { return .needPrefix(8 + Int(n)) }
+            return .total(try Header.declaredFileSize(prefix: prefix, source: source))
+        }
     }
 
     /// The value of a one-element floating or integer tensor (e.g. a LoRA `alpha`).

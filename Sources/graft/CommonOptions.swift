@@ -1,9 +1,7 @@
 import ArgumentParser
+import FileIO
 import GraftEngine
 import SafeTensors
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Flags shared by every subcommand: output format and verbosity.
 struct OutputOptions: ParsableArguments {
@@ -31,7 +29,7 @@ struct OutputOptions: ParsableArguments {
 /// Options for commands that write a file.
 struct WriteOptions: ParsableArguments {
     @Option(name: [.customShort("o"), .customLong("output")],
-            help: "Output file (.safetensors, or .safetensors.zst for zstd).")
+            help: "Output file (.safetensors, or .safetensors.zst for zstd), or '-' for standard output (uncompressed; not a terminal).")
     var outputPath: String?
 
     /// The output path; commands that write check in validate() that it was given.
@@ -46,6 +44,29 @@ struct WriteOptions: ParsableArguments {
 
     /// Whether the output is written zstd-compressed (its name ends in .zst).
     var isCompressed: Bool { output.hasSuffix(".zst") }
+
+    /// Whether the output is standard output (`-o -`): the file streams there in order, and
+    /// the summary goes to stderr. Always uncompressed (pipe it through `zstd` to compress).
+    var isStandardOutput: Bool { output == "-" }
+
+    /// Where the output goes.
+    var destination: OutputDestination { isStandardOutput ? .standardOutput : .file(output) }
+
+    /// Opens the output, runs `body`, commits when it returns and aborts when it throws
+    /// (``AtomicOutput/write(to:overwrite:inputs:anonymousTemporary:_:)``), and reports stale
+    /// partial outputs of interrupted runs that were cleaned up. `--force` does not matter for
+    /// standard output. GRAFT_NO_TMPFILE=1 forces the named temporary file (for tests).
+    func withOutput<R>(inputs: [String], quiet: Bool, _ body: (AtomicOutput) throws -> R) throws -> R {
+        try AtomicOutput.write(to: destination, overwrite: force, inputs: inputs,
+                               anonymousTemporary: !SystemInfo.environmentFlag("GRAFT_NO_TMPFILE")) { out in
+            if !quiet {
+                for name in out.removedStalePartials {
+                    Terminal.warn("graft: note: removed stale partial output \(displayable(name)) (from an interrupted run)")
+                }
+            }
+            return try body(out)
+        }
+    }
 
     /// Throws unless -o was given (every writing command except `merge --dry-run`).
     func requireOutput() throws {
@@ -70,12 +91,10 @@ struct WriteOptions: ParsableArguments {
     }
 }
 
+/// The CLI's terminal helpers (it shadows FileIO's `Terminal`, which it wraps).
 enum Terminal {
-    static func isInteractive(_ fd: Int32) -> Bool {
-        guard isatty(fd) == 1 else { return false }
-        if let term = getenv("TERM"), String(cString: term) == "dumb" { return false }
-        return true
-    }
+    /// A terminal that can show redrawn lines (`FileIO.Terminal.isInteractive`).
+    static func isInteractive(_ fd: Int32) -> Bool { FileIO.Terminal.isInteractive(fd) }
 
     /// Writes a line to stderr.
     static func warn(_ message: String) {
@@ -84,9 +103,13 @@ enum Terminal {
 }
 
 /// Runs a command body, turning library errors into one stderr line and exit code 2.
+/// Result text printed with ``printResult(_:terminator:)`` is flushed at the end, and a
+/// failed write to stdout (`> /dev/full`, a closed pipe) is such an error.
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     do {
-        return try body()
+        let result = try body()
+        try StandardOutput.shared.flush()
+        return result
     } catch let e as ExitCode {
         throw e
     } catch let e as ValidationError {
@@ -101,6 +124,11 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     } catch let error as SafeTensorsError {
         // Names and details come from the file: one line, control characters escaped.
         Terminal.warn("graft: error: " + displayable("\(error)"))
+        throw ExitCode(2)
+    } catch let error as FileIOError {
+        var line = "\(error)"
+        if error.refusal == .exists { line += "; use --force to overwrite it" }
+        Terminal.warn("graft: error: " + displayable(line))
         throw ExitCode(2)
     } catch {
         // Our own multi-line messages (lists of modules) keep their line breaks.
@@ -126,14 +154,23 @@ struct GraftFailure: Error, CustomStringConvertible {
 }
 
 /// Writes straight to file descriptor 2 (unbuffered; safe from any thread).
-func writeStderr(_ s: String) {
-    var s = s
-    s.withUTF8 { buf in
-        var done = 0
-        while done < buf.count {
-            let n = write(2, buf.baseAddress! + done, buf.count - done)
-            if n <= 0 { break }
-            done += n
+func writeStderr(_ s: String) { writeStandardError(s) }
+
+/// Prints result text to stdout through the checked, buffered ``StandardOutput`` (never
+/// `print`, which ignores write errors); ``reportingErrors(_:)`` flushes it.
+func printResult(_ text: String, terminator: String = "\n") {
+    StandardOutput.shared.write(text + terminator)
+}
+
+/// Checks shared by every command that reads inputs.
+enum InputValidation {
+    /// Standard input can be read once: refuse '-' given for two inputs.
+    /// - Parameter inputs: (role, path) in command-line order, e.g. ("A", "-").
+    static func standardInputAtMostOnce(_ inputs: [(role: String, path: String)]) throws {
+        let stdin = inputs.filter { $0.path == "-" }
+        if stdin.count > 1 {
+            let roles = stdin.map(\.role).joined(separator: " and ")
+            throw ValidationError("Standard input ('-') can be read only once, but \(roles) both name it.")
         }
     }
 }

@@ -66,6 +66,9 @@ extension Graft {
                 throw ValidationError("--metadata takes KEY=VALUE with a non-empty key (got '\(m)').")
             }
             if let threads, threads < 1 { throw ValidationError("--threads must be at least 1.") }
+            if write.isStandardOutput && options.json {
+                throw ValidationError("--json cannot be used with -o - (standard output carries the converted file).")
+            }
         }
 
         func run() throws {
@@ -78,28 +81,16 @@ extension Graft {
                 if !options.quiet {
                     for p in plan.unusedPatterns { Terminal.warn("graft: warning: --\(p.list.rawValue) \(displayable(p.pattern)) matches no tensor") }
                 }
-                let out = try AtomicOutput(path: write.output, overwrite: write.force, inputs: [input])
                 var executor = Executor()
+                // Checked per chunk: the first overflow stops the run before anything is committed
+                // (and before more bytes reach a stream).
+                executor.failOnOverflow = strict
                 if let threads { executor.threads = threads }
                 executor.encoding = write.encoding(threads: threads)
                 let bar = ProgressBar(label: "convert", enabled: options.showsProgress && !options.json)
-                let report: ExecutionReport
-                do {
-                    report = try executor.run(plan.execution, into: out, progress: bar.callback)
-                    bar.finish()
-                    if strict && !report.overflows.isEmpty {
-                        out.abort()
-                        let total = report.overflows.reduce(0) { $0 + $1.count }
-                        var lines = ["\(total) finite value(s) in \(report.overflows.count) tensor(s) overflow \(target.rawValue) (--strict); nothing written:"]
-                        lines += report.overflows.prefix(20).map { "  \($0.name): \($0.count)" }
-                        if report.overflows.count > 20 { lines.append("  ... and \(report.overflows.count - 20) more") }
-                        throw GraftFailure(lines.joined(separator: "\n"))
-                    }
-                    try out.commit()
-                } catch {
-                    bar.finish()
-                    out.abort()
-                    throw error
+                let report = try write.withOutput(inputs: [input], quiet: options.quiet) { out in
+                    defer { bar.finish() }
+                    return try executor.run(plan.execution, into: out, progress: bar.callback)
                 }
                 if !report.overflows.isEmpty && !options.quiet && !options.json {
                     let total = report.overflows.reduce(0) { $0 + $1.count }
@@ -112,10 +103,12 @@ extension Graft {
                 if options.json {
                     try printEncoded(ConvertReportJSON(plan: plan, report: report, output: write.output))
                 } else if !options.quiet {
-                    print(summary(plan, report))
+                    // With -o - the file is on stdout: the summary goes to stderr.
+                    let emit: (String) -> Void = write.isStandardOutput ? { Terminal.warn($0) } : { printResult($0) }
+                    emit(summary(plan, report))
                     if options.verbose {
-                        for n in plan.kept { print("  kept \(n)") }
-                        for n in plan.dropped { print("  dropped \(n)") }
+                        for n in plan.kept { emit("  kept \(n)") }
+                        for n in plan.dropped { emit("  dropped \(n)") }
                     }
                 }
             }
@@ -123,7 +116,8 @@ extension Graft {
 
         func summary(_ plan: ConvertPlan, _ r: ExecutionReport) -> String {
             let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
-            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(write.output): \(formatBytes(r.bytesWritten))"
+            let name = write.isStandardOutput ? "<stdout>" : write.output
+            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(name): \(formatBytes(r.bytesWritten))"
             if let c = r.compressedBytes {
                 s += " (zstd \(formatBytes(c)), ratio \(String(format2: Double(r.bytesWritten) / Double(max(c, 1)))))"
             }

@@ -58,8 +58,8 @@ extension Graft {
             if top < 0 { throw ValidationError("--top must be at least 0.") }
             if !(loraTolerance >= 0) { throw ValidationError("--lora-tolerance must be >= 0.") }
             if let threads, threads < 1 { throw ValidationError("--threads must be at least 1.") }
-            if a == "-" && b == "-" { throw ValidationError("Only one of A and B can be standard input.") }
             for l in lora where AdapterArgument(l).path.isEmpty { throw ValidationError("'\(l)' names no adapter file.") }
+            try InputValidation.standardInputAtMostOnce([("A", a), ("B", b)] + lora.map { ("--lora", AdapterArgument($0).path) })
         }
 
         func run() throws {
@@ -83,7 +83,7 @@ extension Graft {
                 if options.json {
                     try printEncoded(DiffReportJSON(report, top: top))
                 } else if !options.quiet {
-                    print(DiffText(report: report, top: top, verbose: options.verbose).render(), terminator: "")
+                    printResult(DiffText(report: report, top: top, verbose: options.verbose).render(), terminator: "")
                 }
             }
             if !report.isIdentical { throw ExitCode(1) }

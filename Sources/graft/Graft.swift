@@ -9,14 +9,16 @@ struct Graft: ParsableCommand {
         commandName: "graft",
         abstract: "Inspect, merge, compare and convert safetensors models and LoRA adapters.",
         discussion: """
-            Inputs are memory-mapped and validated before use; outputs are written to a \
-            temporary file and renamed into place only when complete. '.safetensors.zst' \
-            inputs are read transparently.
+            Inputs are memory-mapped and validated before use; outputs appear under their \
+            name only when complete (no partial file survives an interruption), and only \
+            regular files are ever replaced. '-o -' writes to standard output (not a \
+            terminal). '.safetensors.zst' inputs are read transparently.
 
             EXIT STATUS
               0   success (for diff: no differences)
               1   diff found differences
-              2   bad input file, format error or I/O error
+              2   bad input file, format error, I/O error (also writing stdout),
+                  refused output (exists without --force, is an input, is not a regular file)
               64  usage error (bad flags or arguments)
             """,
         version: version,

@@ -49,17 +49,18 @@ extension Graft {
                 if options.json {
                     try printEncoded(report.json(fullMetadata: true))
                 } else {
-                    print(report.text(listTensors: !noTensors, fullMetadata: metadata, verbose: options.verbose), terminator: "")
+                    printResult(report.text(listTensors: !noTensors, fullMetadata: metadata, verbose: options.verbose), terminator: "")
                 }
             }
         }
     }
 }
 
-/// Prints an Encodable value as one JSON document (sorted keys, indented).
+/// Prints an Encodable value as one JSON document (sorted keys, indented), through
+/// ``printResult(_:terminator:)``.
 func printEncoded<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
     let data = try encoder.encode(value)
-    print(String(decoding: data, as: UTF8.self))
+    printResult(String(decoding: data, as: UTF8.self))
 }

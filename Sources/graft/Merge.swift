@@ -61,6 +61,11 @@ extension Graft {
                     throw ValidationError("The ratio of '\(a)' is out of range: it must be a finite number below 3.4e38 in magnitude.")
                 }
             }
+            try InputValidation.standardInputAtMostOnce(
+                [("the checkpoint", checkpoint)] + adapters.map { ("an adapter", AdapterArgument($0).path) })
+            if write.isStandardOutput && !dryRun && options.json {
+                throw ValidationError("--json cannot be used with -o - (standard output carries the merged file).")
+            }
         }
 
         func run() throws {
@@ -74,11 +79,12 @@ extension Graft {
                 }
                 let request = MergeRequest(checkpoint: ckpt, adapters: inputs, savePrecision: save,
                                            precision: precision, allowUnmatched: allowUnmatched,
-                                           outputPath: write.output, graftVersion: Graft.version)
+                                           outputPath: write.isStandardOutput ? "merged" : write.output,
+                                           graftVersion: Graft.version)
                 let merge = try MergePlanner.plan(request)
                 if dryRun {
                     if options.json { try printEncoded(merge.reportJSON(execution: nil, output: nil)) }
-                    else { print(merge.describe(verbose: options.verbose)) }
+                    else { printResult(merge.describe(verbose: options.verbose)) }
                     return
                 }
                 if !merge.unmatched.isEmpty && !options.quiet {
@@ -87,22 +93,14 @@ extension Graft {
                         Terminal.warn("  " + displayable("\(file): \(m.module): \(m.message)"))
                     }
                 }
-                let out = try AtomicOutput(path: write.output, overwrite: write.force,
-                                           inputs: [checkpoint] + inputs.map(\.file.path))
                 var executor = Executor()
                 executor.failOnOverflow = strict
                 if let threads { executor.threads = threads }
                 executor.encoding = write.encoding(threads: threads)
                 let bar = ProgressBar(label: "merge", enabled: options.showsProgress && !options.json)
-                let report: ExecutionReport
-                do {
-                    report = try executor.run(merge.execution, into: out, progress: bar.callback)
-                    bar.finish()
-                    try out.commit()
-                } catch {
-                    bar.finish()
-                    out.abort()
-                    throw error
+                let report = try write.withOutput(inputs: [checkpoint] + inputs.map(\.file.path), quiet: options.quiet) { out in
+                    defer { bar.finish() }
+                    return try executor.run(merge.execution, into: out, progress: bar.callback)
                 }
                 if !report.overflows.isEmpty && !options.quiet {
                     let values = report.overflows.reduce(0) { $0 + $1.count }
@@ -113,8 +111,10 @@ extension Graft {
                 }
                 if options.json {
                     try printEncoded(merge.reportJSON(execution: report, output: write.output))
+                } else if write.isStandardOutput {
+                    if !options.quiet { Terminal.warn(merge.summary(execution: report, output: "<stdout>")) }
                 } else if !options.quiet {
-                    print(merge.summary(execution: report, output: write.output))
+                    printResult(merge.summary(execution: report, output: write.output))
                 }
             }
         }

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import FileIO
 import GraftEngine
 
 /// A one-line progress bar on stderr, redrawn in place at most ~10 times a second.
@@ -8,14 +6,13 @@ import GraftEngine
 final class ProgressBar: @unchecked Sendable {
     private let label: String
     private let enabled: Bool
-    private var lock = pthread_mutex_t()
+    private let lock = Lock()
     private var lastDraw: Double = 0
     private let start: Double
 
     init(label: String, enabled: Bool) {
         self.label = label
         self.enabled = enabled
-        pthread_mutex_init(&lock, nil)
         start = monotonicSeconds()
     }
 
@@ -26,8 +23,8 @@ final class ProgressBar: @unchecked Sendable {
     }
 
     func update(done: Int, total: Int) {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
+        lock.lock()
+        defer { lock.unlock() }
         let t = monotonicSeconds()
         guard t - lastDraw >= 0.1 || done == total else { return }
         lastDraw = t

@@ -7,6 +7,8 @@ struct CLIResult {
     let status: Int32
     let stdout: String
     let stderr: String
+    /// The raw bytes of stdout (binary output of `-o -`); empty when stdout went to `stdoutPath`.
+    var stdoutData = Data()
 }
 
 enum CLI {
@@ -23,7 +25,9 @@ enum CLI {
     }
 
     @discardableResult
-    static func run(_ args: [String], stdin: Data? = nil, cwd: URL? = nil, environment: [String: String] = [:]) throws -> CLIResult {
+    /// - Parameter stdoutPath: send stdout to this file or device (e.g. /dev/full) instead of a pipe.
+    static func run(_ args: [String], stdin: Data? = nil, cwd: URL? = nil, environment: [String: String] = [:],
+                    stdoutPath: String? = nil) throws -> CLIResult {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = args
@@ -32,7 +36,13 @@ enum CLI {
         for (k, v) in environment { env[k] = v }
         p.environment = env
         let out = Pipe(), err = Pipe()
-        p.standardOutput = out
+        if let stdoutPath {
+            guard let handle = FileHandle(forWritingAtPath: stdoutPath) else { throw CocoaError(.fileNoSuchFile) }
+            p.standardOutput = handle
+            try out.fileHandleForWriting.close()
+        } else {
+            p.standardOutput = out
+        }
         p.standardError = err
         let inPipe = Pipe()
         p.standardInput = stdin == nil ? FileHandle.nullDevice : inPipe
@@ -54,7 +64,8 @@ enum CLI {
         p.waitUntilExit()
         return CLIResult(status: p.terminationStatus,
                          stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+                         stderr: String(decoding: errData, as: UTF8.self),
+                         stdoutData: outData)
     }
 
     /// A fresh temporary directory, removed by the caller with `cleanup`.

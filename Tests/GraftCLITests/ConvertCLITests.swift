@@ -1,3 +1,4 @@
+import FileIO
 import Fixtures
 import Foundation
 import SafeTensors
@@ -76,7 +77,7 @@ struct ConvertCLITests {
         try writeF32([("big", [2], [0x4780_0000, 0x3F80_0000])], to: input)  // 65536 overflows
         let r = try CLI.run(["convert", input.path, "-o", output.path, "--dtype", "fp16", "--strict"])
         #expect(r.status == 2)
-        #expect(r.stderr.contains("big: 1") && r.stderr.contains("--strict"), "\(r.stderr)")
+        #expect(r.stderr.contains("tensor 'big'") && r.stderr.contains("--strict"), "\(r.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["in.safetensors"])
         // Without overflow --strict succeeds.
         try writeF32([("fine", [1], [0x3F80_0000])], to: input)

@@ -11,7 +11,7 @@ import Glibc
 // inputs never modified, and clean-up when interrupted.
 
 /// Inputs for the merge CLI tests, written once per test into its own directory.
-private struct MergeInputs {
+struct MergeInputs {
     static let architecture = SDXLArchitecture(widthDivisor: 64)
     let dir: URL
     let checkpoint: String
@@ -62,7 +62,7 @@ private struct MergeInputs {
 
 /// Size, modification time and (for files up to 64 MB) the bytes: enough to tell that a
 /// file was not touched.
-private struct FileFingerprint: Equatable {
+struct FileFingerprint: Equatable {
     let size: Int
     let mtime: Int
     let mtimeNanos: Int
@@ -353,46 +353,6 @@ struct MergeCLITests {
     }
 }
 
-/// A checkpoint big enough that a merge takes a few seconds: a handful of large fp16
-/// weights with real SDXL names (shapes enlarged), each with a LoRA module.
-private struct LargeMergeInputs {
-    let dir: URL
-    let checkpoint: String
-    let lora: String
-
-    static let rows = 6144, columns = 8192   // 96 MiB of fp16 per tensor
-    static let rank = 128                    // ~13 GFLOP per tensor: about a second on one thread
-
-    init() throws {
-        dir = try CLI.temporaryDirectory()
-        checkpoint = dir.appendingPathComponent("big.safetensors").path
-        lora = dir.appendingPathComponent("big-lora.safetensors").path
-        let names = ["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
-                     "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k",
-                     "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_v",
-                     "lora_unet_input_blocks_5_1_transformer_blocks_0_attn1_to_q"]
-        var base = SDXLArchitecture(widthDivisor: 64).checkpointTensors()
-        let targets = KohyaLoRA.sdxlTargets(checkpoint: base, includeConv: false).filter { names.contains($0.moduleName) }
-        guard targets.count == names.count else { throw CocoaError(.fileReadUnknown) }
-        var loraTensors: [SyntheticTensor] = []
-        for t in targets {
-            let i = base.firstIndex { $0.name == t.targetKey }!
-            base[i].shape = [Self.rows, Self.columns]
-            let m = t.moduleName
-            loraTensors += [
-                SyntheticTensor(name: m + ".lora_down.weight", dtype: .F16, shape: [Self.rank, Self.columns], fill: .normal(std: 0.05)),
-                SyntheticTensor(name: m + ".lora_up.weight", dtype: .F16, shape: [Self.rows, Self.rank], fill: .normal(std: 0.015)),
-                SyntheticTensor(name: m + ".alpha", dtype: .F16, shape: [], fill: .constant(8)),
-            ]
-        }
-        try writeSynthetic(tensors: base, metadata: nil, to: checkpoint, seed: 1)
-        try writeSynthetic(tensors: loraTensors, metadata: KohyaLoRA.metadata(.sdxl, options: KohyaLoRAOptions(), title: "big"), to: lora, seed: 2)
-    }
-
-    func entries() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] }
-    func cleanup() { try? FileManager.default.removeItem(at: dir) }
-}
-
 /// posix_spawn with an empty signal mask and default dispositions. Foundation's Process
 /// passes on the spawning thread's mask, and the test runner's threads block SIGINT and
 /// SIGTERM, so a child started that way never sees the signal (graft does not unblock them).
@@ -420,45 +380,92 @@ private func spawnWithDefaultSignals(_ argv: [String], environment: [String: Str
     return pid
 }
 
-@Suite("graft merge (CLI): interruption", .serialized)
-struct MergeInterruptionTests {
-    /// Starts the merge, waits until its temporary file exists, sends `signal`, and checks
-    /// that the process died, left no output and no temporary file, and changed no input.
-    @Test("SIGINT / SIGTERM during a merge leave nothing behind", arguments: [SIGINT, SIGTERM])
-    func interrupted(signal sig: Int32) throws {
-        let fx = try LargeMergeInputs()
+/// Starts `graft args` with `GRAFT_TEST_PAUSE_FILE` set, waits until the pause file
+/// appears (the first chunk has been handed to the writer, so the output file exists and
+/// is being written), sends `signal`, and returns the wait status.
+private func runAndInterrupt(_ args: [String], signal sig: Int32, namedTemporary: Bool) throws -> (status: Int32, paused: Bool) {
+    let pauseDir = try CLI.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: pauseDir) }
+    let pauseFile = pauseDir.appendingPathComponent("paused").path
+    var env = ProcessInfo.processInfo.environment
+    env["GRAFT_TEST_PAUSE_FILE"] = pauseFile
+    if namedTemporary { env["GRAFT_NO_TMPFILE"] = "1" }
+    let pid = try spawnWithDefaultSignals([CLI.binary] + args + ["--no-progress"], environment: env)
+    var status: Int32 = 0
+    var paused = false
+    let started = Date()
+    while Date().timeIntervalSince(started) < 60 {
+        if FileManager.default.fileExists(atPath: pauseFile) { paused = true; break }
+        if waitpid(pid, &status, WNOHANG) == pid { return (status, false) }   // ended without pausing
+        usleep(2_000)
+    }
+    kill(pid, sig)
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return (status, paused)
+}
+
+private func describe(_ status: Int32) -> String {
+    let sig = status & 0x7f
+    return sig != 0 && sig != 0x7f ? "signal \(sig)" : "exit \((status >> 8) & 0xff)"
+}
+
+@Suite("graft merge / convert (CLI): interruption", .serialized)
+struct InterruptionTests {
+    static let cases: [(command: String, signal: Int32, namedTemporary: Bool)] = [
+        ("merge", SIGINT, false), ("merge", SIGTERM, false), ("merge", SIGKILL, false),
+        ("merge", SIGINT, true), ("merge", SIGTERM, true), ("merge", SIGHUP, true),
+        ("convert", SIGKILL, false), ("convert", SIGTERM, true),
+        ("merge-zst", SIGKILL, false), ("merge-zst", SIGINT, true),
+    ]
+
+    /// The command line writing into `outDir` (which holds nothing else).
+    static func arguments(_ command: String, _ fx: MergeInputs, outDir: URL) -> [String] {
+        switch command {
+        case "merge": return ["merge", fx.checkpoint, fx.lora, "-o", outDir.appendingPathComponent("merged.safetensors").path]
+        case "merge-zst":
+            return ["merge", fx.checkpoint, fx.lora, "-o", outDir.appendingPathComponent("merged.safetensors.zst").path]
+        default: return ["convert", fx.checkpoint, "--dtype", "bf16", "-o", outDir.appendingPathComponent("c.safetensors").path]
+        }
+    }
+
+    /// With O_TMPFILE the output has no name until commit, so even SIGKILL leaves nothing;
+    /// with the named temporary file the signal handler removes it (SIGKILL: see below).
+    @Test("a signal in the middle of the write leaves no file in the output directory", arguments: cases)
+    func interrupted(command: String, signal sig: Int32, namedTemporary: Bool) throws {
+        let fx = try MergeInputs()
         defer { fx.cleanup() }
+        let outDir = fx.dir.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
         let before = try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)]
-        let out = fx.dir.appendingPathComponent("merged.safetensors").path
-
-        var env = ProcessInfo.processInfo.environment
-        env["GRAFT_THREADS"] = "1"
-        let started = Date()
-        let pid = try spawnWithDefaultSignals([CLI.binary, "merge", fx.checkpoint, fx.lora, "-o", out, "--no-progress"], environment: env)
-        // Wait for the temporary output (the merge is under way), then 0.3 s more.
-        var sawPartial = false
-        while Date().timeIntervalSince(started) < 20 {
-            if fx.entries().contains(where: { $0.contains("graft-partial") }) { sawPartial = true; break }
-            usleep(5_000)
-        }
-        usleep(300_000)
-        var status: Int32 = 0
-        let finishedEarly = waitpid(pid, &status, WNOHANG) == pid
-        if !finishedEarly {
-            kill(pid, sig)
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        }
-        let elapsed = Date().timeIntervalSince(started)
-        let signalled = (status & 0x7f) != 0 && (status & 0x7f) != 0x7f
-        let exitCode = (status >> 8) & 0xff
-
-        #expect(sawPartial, "the merge never created its temporary file")
-        try #require(!finishedEarly, "the merge finished in \(elapsed) s, before the signal; make the input larger")
-        #expect(signalled && (status & 0x7f) == sig,
-                "expected death by signal \(sig), got \(signalled ? "signal \(status & 0x7f)" : "exit \(exitCode)")")
-        #expect(!FileManager.default.fileExists(atPath: out), "output exists after interruption")
-        #expect(!fx.entries().contains { $0.contains("graft-partial") }, "left behind: \(fx.entries())")
+        let (status, paused) = try runAndInterrupt(Self.arguments(command, fx, outDir: outDir), signal: sig,
+                                                   namedTemporary: namedTemporary)
+        #expect(paused, "the command never reached the pause point (\(describe(status)))")
+        #expect(status & 0x7f == sig, "expected death by signal \(sig), got \(describe(status))")
+        let left = try FileManager.default.contentsOfDirectory(atPath: outDir.path)
+        #expect(left.isEmpty, "left behind: \(left)")
         #expect(try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)] == before, "an input was modified")
+    }
+
+    @Test("SIGKILL with a named temporary file: the next run removes the stale partial and says so once")
+    func stalePartialAfterKill() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let outDir = fx.dir.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
+        let args = Self.arguments("merge", fx, outDir: outDir)
+        let (status, paused) = try runAndInterrupt(args, signal: SIGKILL, namedTemporary: true)
+        #expect(paused && status & 0x7f == SIGKILL, "\(describe(status))")
+        let left = try FileManager.default.contentsOfDirectory(atPath: outDir.path)
+        try #require(left.count == 1 && left[0].hasPrefix(".merged.safetensors.graft-partial-"), "\(left)")
+
+        // The next run (here with O_TMPFILE) cleans up after the dead one and says so on stderr.
+        let r = try CLI.run(args)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr == "graft: note: removed stale partial output \(left[0]) (from an interrupted run)\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outDir.path) == ["merged.safetensors"])
+        // And only once: a further run (with --force) has nothing to report.
+        let again = try CLI.run(args + ["--force"])
+        #expect(again.status == 0 && again.stderr.isEmpty, "\(again.stderr)")
     }
 }
 

@@ -1,3 +1,4 @@
+import FileIO
 import Foundation
 import Testing
 @testable import GraftEngine
@@ -197,5 +198,40 @@ struct ConvertTests {
         let expected = big.filter { Float(bitPattern: $0).magnitude >= 65520 }.count
         #expect(r1.overflows == [TensorOverflow(name: "big", count: expected)])
         #expect(expected > 0)
+    }
+}
+
+@Suite("executor: sequential encoding")
+struct SequentialEncodingTests {
+    @Test("the sequential encoding (used for a stream such as stdout) writes the same bytes as raw, for any threads and chunks")
+    func sequentialEqualsRaw() throws {
+        let dir = try ConvertScratch()
+        var state: UInt64 = 7
+        func floats(_ n: Int) -> [UInt8] {
+            le((0..<n).map { _ -> UInt32 in
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                return Float(Int64(bitPattern: state) >> 40).bitPattern
+            })
+        }
+        try writeRaw([("a", .F32, [301, 77], floats(301 * 77)), ("b", .I64, [5], le([Int64](1...5))),
+                      ("c", .F32, [1000], floats(1000))], metadata: ["k": "v"], to: dir.path("in.safetensors"))
+        let input = try SafeTensorsFile(path: dir.path("in.safetensors"))
+        let plan = try ConvertPlanner.plan(ConvertRequest(input: input, dtype: .BF16))
+        func run(_ encoding: OutputEncoding, threads: Int, chunk: Int, name: String) throws -> Data {
+            var e = Executor()
+            e.encoding = encoding
+            e.threads = threads
+            e.chunkElements = chunk
+            e.copyChunkBytes = chunk
+            try AtomicOutput.write(to: .file(dir.path(name)), overwrite: true) { out in
+                _ = try e.run(plan.execution, into: out)
+            }
+            return try Data(contentsOf: URL(fileURLWithPath: dir.path(name)))
+        }
+        let reference = try run(.raw, threads: 1, chunk: 1 << 20, name: "raw.safetensors")
+        for (threads, chunk) in [(1, 1 << 20), (2, 333), (3, 64), (4, 1)] {
+            #expect(try run(.sequential, threads: threads, chunk: chunk, name: "seq.safetensors") == reference,
+                    "\(threads) threads, chunk \(chunk)")
+        }
     }
 }

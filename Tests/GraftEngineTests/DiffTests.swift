@@ -1,3 +1,4 @@
+import FileIO
 import Adapters
 import Fixtures
 import Foundation

@@ -1,3 +1,4 @@
+import FileIO
 import Fixtures
 import Foundation
 import Adapters

@@ -1,4 +1,5 @@
 import Adapters
+import FileIO
 import Foundation
 import GraftEngine
 import SafeTensors

@@ -1,3 +1,4 @@
+import FileIO
 import Foundation
 import Testing
 import Fixtures
@@ -411,5 +412,45 @@ struct ValueReaderTests {
                 #expect(Array(f.data(of: t)) == [UInt8(i)])
             }
         }
+    }
+}
+
+@Suite("reader: FileIO errors and borrowed data")
+struct FileIOInteropTests {
+    @Test("FileIOError kinds map to SafeTensorsError kinds, keeping the message and the cause")
+    func mapping() {
+        let cases: [(FileIOError.Kind, SafeTensorsError.Kind)] = [
+            (.systemCall, .io), (.noSpace, .io), (.refused, .refused), (.compression, .compression),
+            (.exceedsDeclaredSize, .incompleteBuffer),
+        ]
+        for (from, to) in cases {
+            let e = FileIOError(from, path: "x", offset: 3, "what happened")
+            let s = SafeTensorsError(e)
+            #expect(s.kind == to)
+            #expect(s.description == e.description)
+            #expect(s.cause == e)
+        }
+    }
+
+    @Test("withData(of:) lends exactly the tensor's bytes")
+    func withData() throws {
+        var header = Array(#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[3],"data_offsets":[2,5]}}"#.utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var bytes = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header
+        bytes += [1, 2, 7, 8, 9]
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("graft-withdata-\(UUID().uuidString)").path
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let f = try SafeTensorsFile(path: path)
+        #expect(f.withData(of: try #require(f.tensor(named: "a"))) { Array($0) } == [1, 2])
+        #expect(f.withData(of: try #require(f.tensor(named: "b"))) { Array($0) } == [7, 8, 9])
+    }
+
+    @Test("a missing file is .io with the failed call in its cause")
+    func missingFileCause() {
+        let error = #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(path: "/nonexistent-\(UUID().uuidString)") }
+        #expect(error?.kind == .io)
+        #expect(error?.cause?.systemCall == "open")
+        #expect(error?.cause?.errnoCode == ENOENT)
     }
 }

@@ -150,12 +150,6 @@ void gk_diff_f32(const float *a, const float *b, size_t n, gk_diff *out);
 int gk_diff_typed(const void *a, int type_a, const void *b, int type_b, size_t n, gk_diff *out);
 void gk_diff_combine(gk_diff *a, const gk_diff *b);
 
-/* ------------------------------------------------------------------ I/O */
-
-/** Opens an existing file for writing with O_DIRECT (bypassing the page cache).
- *  Returns the descriptor, or -1 (errno set) where unsupported (tmpfs, non-Linux). */
-int gk_open_direct_write(const char *path);
-
 #ifdef __cplusplus
 }
 #endif

@@ -2,8 +2,6 @@
 import Glibc
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// A read-only memory mapping of a whole file. The corresponding C function is `mmap(2)`.
@@ -14,24 +12,26 @@ import Darwin
 public final class MappedFile: @unchecked Sendable {
     /// The path as the user named it (used in errors).
     public let path: String
+    /// The size of the file in bytes.
     public let byteCount: Int
     private let base: UnsafeRawPointer?
 
     /// Maps the file at `path`.
-    /// - Throws: `SafeTensorsError` of kind `.io` naming the failed call.
-    public convenience init(path: String) throws {
+    /// - Throws: ``FileIOError`` of kind `.systemCall` naming the failed call.
+    public convenience init(path: String) throws(FileIOError) {
         let fd = retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
-        if fd < 0 { throw systemError("open", file: path) }
+        if fd < 0 { throw .systemCall("open", path: path, errno: errno) }
         defer { close(fd) }
         try self.init(descriptor: fd, displayName: path)
     }
 
     /// Maps the regular file open at `fd` (the descriptor may be closed afterwards).
-    public init(descriptor fd: Int32, displayName: String) throws {
+    /// - Throws: ``FileIOError`` of kind `.systemCall` (errno EISDIR for a directory).
+    package init(descriptor fd: Int32, displayName: String) throws(FileIOError) {
         var st = stat()
-        if fstat(fd, &st) != 0 { throw systemError("fstat", file: displayName) }
+        if fstat(fd, &st) != 0 { throw .systemCall("fstat", path: displayName, errno: errno) }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            throw SafeTensorsError(.io, file: displayName, "is a directory, not a file")
+            throw FileIOError(.systemCall, path: displayName, errnoCode: EISDIR, "is a directory, not a file")
         }
         path = displayName
         byteCount = Int(st.st_size)
@@ -40,12 +40,18 @@ public final class MappedFile: @unchecked Sendable {
             return
         }
         let p = mmap(nil, byteCount, PROT_READ, MAP_PRIVATE, fd, 0)
-        if p == MAP_FAILED || p == nil { throw systemError("mmap", file: displayName) }
+        if p == MAP_FAILED || p == nil { throw .systemCall("mmap", path: displayName, errno: errno) }
         base = UnsafeRawPointer(p!)
     }
 
-    /// The whole file. Valid as long as this object is alive.
-    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: byteCount) }
+    /// Lends the whole file to `body`. The pointer must not escape the closure.
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(bytes) }
+    }
+
+    /// The whole file, valid as long as this object is alive. Package-internal: the
+    /// format module and the engine borrow slices of it while they hold the object.
+    package var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: byteCount) }
 
     /// Tells the kernel how a byte range will be read (`madvise(2)`); a hint only.
     public func advise(sequential: Bool, willNeed range: Range<Int>? = nil) {
