@@ -49,6 +49,12 @@ public final class StandardOutput: @unchecked Sendable {
     /// Queues `text` and a newline, like `print`.
     public func print(_ text: String) { write(text + "\n") }
 
+    /// Drops what is queued and not yet written (a failed command replaces its partial
+    /// result with an error document).
+    public func discard() {
+        lock.withLock { buffer.removeAll(keepingCapacity: true) }
+    }
+
     /// Writes what is queued.
     /// - Throws: ``FileIOError`` for the first failed write (kind `.noSpace` for a full disk,
     ///   `.systemCall` otherwise; `<stdout>: write failed: no space left on device`).

@@ -105,7 +105,7 @@ enum Terminal {
 /// Runs a command body, turning library errors into one stderr line and exit code 2.
 /// Result text printed with ``printResult(_:terminator:)`` is flushed at the end, and a
 /// failed write to stdout (`> /dev/full`, a closed pipe) is such an error.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+func reportingErrors<T>(json command: String? = nil, _ body: () throws -> T) throws -> T {
     do {
         let result = try body()
         try StandardOutput.shared.flush()
@@ -120,22 +120,64 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
         Terminal.warn("graft: error: " + displayable(error.description) + engineHint(error))
         for m in error.modules.prefix(20) { Terminal.warn("  " + displayable("\(m.module): \(m.message)")) }
         if error.modules.count > 20 { Terminal.warn("  ... and \(error.modules.count - 20) more") }
+        emitErrorDocument(command, ErrorJSON(kind: error.kind.rawValue, file: error.file, tensor: error.tensor,
+                                             module: error.module, message: error.description, modules: error.modules))
         throw ExitCode(2)
     } catch let error as SafeTensorsError {
         // Names and details come from the file: one line, control characters escaped.
         Terminal.warn("graft: error: " + displayable("\(error)"))
+        emitErrorDocument(command, ErrorJSON(kind: snakeCase(error.kind.rawValue), file: error.file, tensor: error.tensor,
+                                             module: nil, message: error.description, modules: []))
         throw ExitCode(2)
     } catch let error as FileIOError {
         var line = "\(error)"
         if error.refusal == .exists { line += "; use --force to overwrite it" }
         Terminal.warn("graft: error: " + displayable(line))
+        emitErrorDocument(command, ErrorJSON(kind: snakeCase(error.kind.rawValue), file: error.path, tensor: nil,
+                                             module: nil, message: line, modules: []))
         throw ExitCode(2)
     } catch {
         // Our own multi-line messages (lists of modules) keep their line breaks.
         let lines = "\(error)".split(separator: "\n", omittingEmptySubsequences: false).map { displayable(String($0)) }
         Terminal.warn("graft: error: " + lines.joined(separator: "\n"))
+        emitErrorDocument(command, ErrorJSON(kind: "error", file: nil, tensor: nil, module: nil,
+                                             message: "\(error)", modules: []))
         throw ExitCode(2)
     }
+}
+
+/// The `--json` document of a failed command: `{"schema": 1, "command": …, "error": {…}}`.
+struct ErrorJSON: Encodable {
+    let kind: String
+    let file: String?
+    let tensor: String?
+    let module: String?
+    let message: String
+    let modules: [EngineError.ModuleProblem]
+}
+
+private struct ErrorDocument: Encodable {
+    let schema = 1
+    let command: String
+    let error: ErrorJSON
+}
+
+/// With `--json`, a failure still prints one JSON document on stdout (what was printed
+/// before it is discarded), so scripts always have something to parse.
+func emitErrorDocument(_ command: String?, _ error: ErrorJSON) {
+    guard let command else { return }
+    StandardOutput.shared.discard()
+    try? printEncoded(ErrorDocument(command: command, error: error))
+    try? StandardOutput.shared.flush()
+}
+
+/// `headerTooLarge` → `header_too_large`.
+func snakeCase(_ s: String) -> String {
+    var out = ""
+    for c in s {
+        if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
+    }
+    return out
 }
 
 /// What the user can do about an engine error, in the CLI's words (libraries name no flags).

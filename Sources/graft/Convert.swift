@@ -72,7 +72,7 @@ extension Graft {
         }
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(json: options.json ? "convert" : nil) {
                 let target = DType(userSpelling: dtype)!
                 let file = try SafeTensorsFile(path: input)
                 let request = ConvertRequest(input: file, dtype: target, keep: keep, drop: drop, only: only,

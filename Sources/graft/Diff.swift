@@ -63,7 +63,7 @@ extension Graft {
         }
 
         func run() throws {
-            let report: DiffReport = try reportingErrors {
+            let report: DiffReport = try reportingErrors(json: options.json ? "diff" : nil) {
                 let fa = try SafeTensorsFile(path: a)
                 let fb = try SafeTensorsFile(path: b)
                 var adapters: [MergeInput] = []

@@ -36,7 +36,7 @@ extension Graft {
         @OptionGroup var options: OutputOptions
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(json: options.json ? "list" : nil) {
                 let f = try SafeTensorsFile(path: file)
                 let selected = f.tensors.filter { t in filter.map { globMatches($0, t.name) } ?? true }
                 var statistics: [TensorStatistics]? = nil

@@ -69,7 +69,7 @@ extension Graft {
         }
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(json: options.json ? "merge" : nil) {
                 let save = savePrecision.dtype
                 let ckpt = try SafeTensorsFile(path: checkpoint)
                 var inputs: [MergeInput] = []

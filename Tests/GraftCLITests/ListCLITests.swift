@@ -626,7 +626,14 @@ struct MalformedListCLITests {
                 let r = try runGraft(["list", path] + extra, timeout: 10)
                 #expect(!r.signalled && !r.timedOut, "\(c.rule): signal \(r.status)")
                 #expect(r.status == 2, "\(c.rule) \(extra): exit \(r.status), \(r.stderr)")
-                #expect(r.stdout.isEmpty, "\(c.rule): \(r.stdout)")
+                if extra == ["--json"] {
+                    // With --json the failure is one JSON document naming the rule's kind.
+                    let doc = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+                    let error = doc?["error"] as? [String: Any]
+                    #expect(doc?["command"] as? String == "list" && error?["kind"] is String, "\(c.rule): \(r.stdout)")
+                } else {
+                    #expect(r.stdout.isEmpty, "\(c.rule): \(r.stdout)")
+                }
                 #expect(r.stderrLines.count == 1, "\(c.rule): \(r.stderr.debugDescription)")
                 #expect(r.stderr.hasPrefix("graft: error: \(path)"), "\(c.rule): \(r.stderr)")
                 if let tensor = c.tensor { #expect(r.stderr.contains("tensor '\(tensor)'"), "\(c.rule): \(r.stderr)") }
@@ -737,7 +744,8 @@ struct FuzzListCLITests {
                             accepted.add(path)
                             if !r.stderr.isEmpty { failures.add("\(context): exit 0 with stderr \(r.stderr)") }
                         } else if r.status == 2 {
-                            if r.stderrLines.count != 1 || !r.stderr.hasPrefix("graft: error: ") || !r.stdout.isEmpty {
+                            let jsonDocument = args.contains("--json") && r.stdout.contains("\"error\"")
+                            if r.stderrLines.count != 1 || !r.stderr.hasPrefix("graft: error: ") || !(r.stdout.isEmpty || jsonDocument) {
                                 failures.add("\(context): bad error output \(r.stderr.debugDescription)")
                             }
                         } else {

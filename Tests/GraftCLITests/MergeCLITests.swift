@@ -510,4 +510,30 @@ struct MergeHardeningCLITests {
         #expect(r.status == 2, "stderr: \(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
     }
+
+    @Test("with --json a failure is still one JSON document, with the error's kind and modules")
+    func jsonErrorDocument() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let lora = try fx.writeAdapter("elsewhere.safetensors", [
+            ("lora_unet_no_such_block.lora_down.weight", [4, 32]), ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
+        ])
+        let r = try CLI.run(["merge", fx.checkpoint, lora, "--dry-run", "--json"])
+        #expect(r.status == 2)
+        struct Doc: Decodable {
+            struct E: Decodable {
+                struct M: Decodable { let module: String; let reason: String }
+                let kind: String
+                let file: String?
+                let modules: [M]
+            }
+            let schema: Int
+            let command: String
+            let error: E
+        }
+        let doc = try JSONDecoder().decode(Doc.self, from: Data(r.stdout.utf8))
+        #expect(doc.command == "merge" && doc.error.kind == "unmergeable_modules" && doc.error.file == lora)
+        #expect(doc.error.modules.map(\.reason) == ["no_such_tensor"])
+        #expect(doc.error.modules.map(\.module) == ["lora_unet_no_such_block"])
+    }
 }
