@@ -49,6 +49,6 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "Fixtures"]),
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
         .testTarget(name: "GraftEngineTests", dependencies: ["GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
-        .testTarget(name: "GraftCLITests", dependencies: ["SafeTensors", "Fixtures"]),
+        .testTarget(name: "GraftCLITests", dependencies: ["graft", "SafeTensors", "Fixtures"]),
     ]
 )

@@ -123,11 +123,11 @@ extension Graft {
 
         func summary(_ plan: ConvertPlan, _ r: ExecutionReport) -> String {
             let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
-            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(write.output): \(formatBytes(r.bytesWritten))"
+            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(write.output): \(Format.bytes(r.bytesWritten))"
             if let c = r.compressedBytes {
-                s += " (zstd \(formatBytes(c)), ratio \(String(format2: Double(r.bytesWritten) / Double(max(c, 1)))))"
+                s += " (zstd \(Format.bytes(c)), ratio \(Format.fixed(Double(r.bytesWritten) / Double(max(c, 1)), decimals: 2)))"
             }
-            s += " in \(String(format1: r.seconds)) s (\(String(format1: gbs)) GB/s, \(r.threads) threads)"
+            s += " in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(r.threads) threads)"
             return s
         }
     }
@@ -137,17 +137,6 @@ extension Graft {
 func parseMetadata(_ s: String) -> (key: String, value: String)? {
     guard let eq = s.firstIndex(of: "="), eq != s.startIndex else { return nil }
     return (String(s[..<eq]), String(s[s.index(after: eq)...]))
-}
-
-extension String {
-    /// A number with two decimals, without Foundation.
-    init(format2 v: Double) {
-        guard v.isFinite else { self = "\(v)"; return }
-        let r = (v * 100).rounded()
-        let whole = Int(r / 100)
-        let frac = Int((r - Double(whole) * 100).magnitude)
-        self = "\(r < 0 && whole == 0 ? "-" : "")\(whole).\(frac < 10 ? "0" : "")\(frac)"
-    }
 }
 
 struct ConvertReportJSON: Encodable {

@@ -430,10 +430,12 @@ struct StatsListCLITests {
 
     struct Expected {
         var count = 0, nan = 0, pinf = 0, ninf = 0
-        var min = Double.infinity, max = -Double.infinity, sum = 0.0, sumSq = 0.0, sumAbs = 0.0
+        var min = Double.infinity, max = -Double.infinity, sum = 0.0, sumAbs = 0.0
+        var values: [Double] = []
         var finite: Double { Double(count - nan - pinf - ninf) }
         var mean: Double { sum / finite }
-        var std: Double { (sumSq / finite - mean * mean).squareRoot() }
+        /// Two passes (not sum_sq/n - mean^2, which cancels for a large mean).
+        var std: Double { (values.reduce(0.0) { $0 + ($1 - mean) * ($1 - mean) } / finite).squareRoot() }
         var absMean: Double { sumAbs / finite }
         mutating func add(_ v: Double) {
             count += 1
@@ -441,7 +443,7 @@ struct StatsListCLITests {
             if v == .infinity { pinf += 1; return }
             if v == -.infinity { ninf += 1; return }
             min = Swift.min(min, v); max = Swift.max(max, v)
-            sum += v; sumSq += v * v; sumAbs += abs(v)
+            sum += v; sumAbs += abs(v); values.append(v)
         }
     }
 
@@ -511,8 +513,35 @@ struct StatsListCLITests {
             let r = try runGraft(["list", path, "--stats"])
             #expect(r.status == 0)
             let row = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("  special ") })
-            #expect(row.contains("min -2.0 max 3.5"), "\(row)")
+            #expect(row.contains("min -2.0000 max 3.5000"), "\(row)")
             #expect(row.contains("nan 2") && row.contains("inf 3"), "\(row)")
+        }
+    }
+
+    /// `list --stats` printed "10.0e-5" (its own formatter missed the 9.995 roll-over)
+    /// and std 6.11e-4 for fp32 1000 +- 1e-3 (review §4 #21).
+    @Test("--stats text: 9.9996e-5 prints as 1.00e-4, and a tiny spread around 1000 keeps its std")
+    func statsText() throws {
+        try withListDirectory { dir in
+            let path = dir.appendingPathComponent("hard.safetensors").path
+            let wide = (0..<4096).map { Float($0 % 2 == 0 ? 1000 - 1e-3 : 1000 + 1e-3) }
+            let tensors: [(String, DType, [UInt64], [UInt8])] = [
+                ("tiny", .F64, [], withUnsafeBytes(of: Double(9.9996e-5).bitPattern.littleEndian, Array.init)),
+                ("wide", .F32, [4096], wide.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }),
+            ]
+            let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) },
+                                        metadata: nil)
+            var bytes = layout.headerBytes
+            for t in layout.tensors { bytes += tensors.first { $0.0 == t.name }!.3 }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let r = try runGraft(["list", path, "--stats"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let lines = r.stdout.split(separator: "\n")
+            let tiny = try #require(lines.first { $0.hasPrefix("  tiny ") })
+            #expect(tiny.contains("min 1.00e-4 max 1.00e-4 mean 1.00e-4 std 0 |x| 1.00e-4"), "\(tiny)")
+            let wideRow = try #require(lines.first { $0.hasPrefix("  wide ") })
+            // fp32 1000 +- 1e-3 is 1000 -+ 9.765625e-4: std 9.77e-4 (the old formula said 6.11e-4).
+            #expect(wideRow.contains("mean 1000.0000 std 9.77e-4"), "\(wideRow)")
         }
     }
 
