@@ -76,7 +76,7 @@ extension Graft {
                                              setMetadata: metadata.compactMap(parseMetadata), dropMetadata: dropMetadata)
                 let plan = try ConvertPlanner.plan(request)
                 if !options.quiet {
-                    for p in plan.unusedPatterns { Terminal.warn("graft: warning: \(p) matches no tensor") }
+                    for p in plan.unusedPatterns { Terminal.warn("graft: warning: " + displayable(p) + " matches no tensor") }
                 }
                 let out = try AtomicOutput(path: write.output, overwrite: write.force, inputs: [input])
                 var executor = Executor()
@@ -104,7 +104,7 @@ extension Graft {
                 if !report.overflows.isEmpty && !options.quiet && !options.json {
                     let total = report.overflows.reduce(0) { $0 + $1.count }
                     Terminal.warn("graft: warning: \(total) finite value(s) became +-inf in \(target.rawValue), in \(report.overflows.count) tensor(s):")
-                    for o in report.overflows.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  \(o.name): \(o.count)") }
+                    for o in report.overflows.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  \(displayable(o.name)): \(o.count)") }
                     if !options.verbose && report.overflows.count > 20 {
                         Terminal.warn("  ... and \(report.overflows.count - 20) more (-v lists all)")
                     }
@@ -114,8 +114,8 @@ extension Graft {
                 } else if !options.quiet {
                     print(summary(plan, report))
                     if options.verbose {
-                        for n in plan.kept { print("  kept \(n)") }
-                        for n in plan.dropped { print("  dropped \(n)") }
+                        for n in plan.kept { print("  kept " + displayable(n)) }
+                        for n in plan.dropped { print("  dropped " + displayable(n)) }
                     }
                 }
             }
@@ -123,7 +123,7 @@ extension Graft {
 
         func summary(_ plan: ConvertPlan, _ r: ExecutionReport) -> String {
             let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
-            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(write.output): \(Format.bytes(r.bytesWritten))"
+            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(displayable(write.output)): \(Format.bytes(r.bytesWritten))"
             if let c = r.compressedBytes {
                 s += " (zstd \(Format.bytes(c)), ratio \(Format.fixed(Double(r.bytesWritten) / Double(max(c, 1)), decimals: 2)))"
             }

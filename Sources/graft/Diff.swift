@@ -18,6 +18,10 @@ extension Graft {
                 as `graft merge` maps them) and reports the residual ||(B-A) - delta|| / ||B-A||, the \
                 changed tensors no module explains, and the targeted tensors that did not change.
 
+                --filter GLOB (repeatable) compares only the tensors whose name matches one of the \
+                globs. Every glob must match at least one tensor in A or B: a glob that matches \
+                nothing is an error (exit 2), so a typo cannot turn a verification into "identical".
+
                 Exit status: 0 identical (after --threshold), 1 different, 2 error, as cmp(1).
 
                 Examples:
@@ -32,7 +36,8 @@ extension Graft {
         @Argument(help: "The second file (B).")
         var b: String
 
-        @Option(help: ArgumentHelp("Compare only tensors matching this glob (repeatable).", valueName: "glob"))
+        @Option(help: ArgumentHelp("Compare only tensors matching this glob (repeatable; each must match a tensor).",
+                                   valueName: "glob"))
         var filter: [String] = []
 
         @Option(help: "Ignore value differences whose max |A-B| is at most this (default 0: any difference counts).")
@@ -66,6 +71,11 @@ extension Graft {
             let report: DiffReport = try reportingErrors {
                 let fa = try SafeTensorsFile(path: a)
                 let fb = try SafeTensorsFile(path: b)
+                let unmatched = Self.unmatchedFilters(filter, fa, fb)
+                if !unmatched.isEmpty {
+                    let quoted = unmatched.map { "'\($0)'" }.joined(separator: ", ")
+                    throw GraftFailure("--filter \(quoted) \(unmatched.count == 1 ? "matches" : "match") no tensor in either file")
+                }
                 var adapters: [MergeInput] = []
                 for l in lora {
                     let arg = AdapterArgument(l)
@@ -87,6 +97,12 @@ extension Graft {
                 }
             }
             if !report.isIdentical { throw ExitCode(1) }
+        }
+
+        /// The globs that match no tensor name in either file: a diff restricted to them
+        /// would compare nothing and report "identical".
+        static func unmatchedFilters(_ globs: [String], _ a: SafeTensorsFile, _ b: SafeTensorsFile) -> [String] {
+            globs.filter { g in !a.tensors.contains { globMatches(g, $0.name) } && !b.tensors.contains { globMatches(g, $0.name) } }
         }
     }
 }

@@ -16,7 +16,7 @@ struct Graft: ParsableCommand {
             EXIT STATUS
               0   success (for diff: no differences)
               1   diff found differences
-              2   bad input file, format error or I/O error
+              2   bad input file, format error, I/O error or refused overwrite
               64  usage error (bad flags or arguments)
             """,
         version: version,

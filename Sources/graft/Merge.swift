@@ -85,7 +85,7 @@ extension Graft {
                 }
                 if !merge.unmatched.isEmpty && !options.quiet {
                     Terminal.warn("graft: warning: \(merge.unmatched.count) adapter module(s) match no tensor and were not merged:")
-                    for u in merge.unmatched.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  \(u)") }
+                    for u in merge.unmatched.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  " + displayable(u)) }
                 }
                 let out = try AtomicOutput(path: write.output, overwrite: write.force,
                                            inputs: [checkpoint] + inputs.map(\.file.path))

@@ -5,18 +5,18 @@ import SafeTensors
 /// Text and JSON renderings of a merge plan and its result.
 extension MergePlan {
     func describe(verbose: Bool) -> String {
-        var out = "plan: merge \(adapters.count) adapter(s) into \(checkpointPath) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
+        var out = "plan: merge \(adapters.count) adapter(s) into \(displayable(checkpointPath)) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
         for a in adapters {
             let counts = a.analysis.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
-            out += "  \(a.path) x\(Format.shortest(a.ratio)): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
+            out += "  \(displayable(a.path)) x\(Format.shortest(a.ratio)): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
             out += "    merged: \(a.merged.count) modules\n"
-            if verbose { for m in a.merged { out += "      \(m.module) -> \(m.target)\n" } }
+            if verbose { for m in a.merged { out += "      \(displayable(m.module)) -> \(displayable(m.target))\n" } }
             if !a.skipped.isEmpty {
                 out += "    not merged: \(a.skipped.count)\n"
-                for s in a.skipped.prefix(verbose ? Int.max : 20) { out += "      \(s)\n" }
+                for s in a.skipped.prefix(verbose ? Int.max : 20) { out += "      \(displayable(s))\n" }
             }
             if !a.sdScriptsDiffers.isEmpty {
-                out += "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(a.sdScriptsDiffers[0].module): \(a.sdScriptsDiffers[0].treatment))\n"
+                out += "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(displayable(a.sdScriptsDiffers[0].module)): \(displayable(a.sdScriptsDiffers[0].treatment)))\n"
             }
         }
         let c = counts
@@ -44,7 +44,7 @@ extension MergePlan {
         let modules = adapters.reduce(0) { $0 + $1.merged.count }
         let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
         let gflops = r.flops / max(r.seconds, 1e-9) / 1e9
-        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(output): \(r.tensorsMerged) tensors changed, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(Format.bytes(r.bytesWritten)) in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(Format.fixed(gflops, decimals: 1)) GFLOP/s, \(r.threads) threads)"
+        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(displayable(output)): \(r.tensorsMerged) tensors changed, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(Format.bytes(r.bytesWritten)) in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(Format.fixed(gflops, decimals: 1)) GFLOP/s, \(r.threads) threads)"
     }
 
     func reportJSON(execution r: ExecutionReport?, output: String?) -> MergeReportJSON {
