@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A validated safetensors file, memory-mapped read-only.
 ///
 /// `SafeTensorsFile(path:)` maps the file and checks its whole header (every rule in
@@ -14,9 +22,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     /// Opens, maps and validates a file. "-" reads standard input.
     /// - Throws: `SafeTensorsError` (`.io` for system errors, `.compression` for bad
-    ///   zstd input, any format kind for a malformed file).
+    ///   zstd input, `.notSafeTensors` for a diffusers folder or a file of another known
+    ///   format, `.truncated` for an incomplete download, any format kind for a malformed file).
     public init(path: String) throws {
-        let map = try InputSpool.open(path)
+        let map: MappedFile
+        do {
+            map = try InputSpool.open(path)
+        } catch let error as SafeTensorsError where error.kind == .io && path != "-" {
+            // Only after a failed open: a directory with model_index.json is a diffusers model.
+            if access(path + "/model_index.json", F_OK) == 0 {
+                throw SafeTensorsError(
+                    .notSafeTensors, file: path,
+                    "not a safetensors file: a diffusers folder (it holds model_index.json), not a single file; "
+                        + "name one of its files, e.g. unet/diffusion_pytorch_model.safetensors")
+            }
+            throw error
+        }
         self.mapping = map
         self.path = map.path
         self.header = try Header.parse(file: map.bytes, source: map.path)

@@ -113,7 +113,7 @@ struct FileInspection: Encodable {
         field("tensors:", "\(report.tensorCount), \(Format.count(report.parameterCount)) parameters")
         field("dtypes:", report.dtypes.sorted { $0.key < $1.key }
             .map { "\($0.key) \($0.value) (\(Format.bytes(bytesByDType[$0.key] ?? 0)))" }.joined(separator: ", "))
-        field("size:", "\(Format.bytes(fileBytes)), header \(Format.bytes(headerBytes + 8))")
+        field("size:", "\(Format.bytes(fileBytes)), header \(Format.bytes(headerBytes))")
 
         if !fullMetadata.isEmpty {
             line("metadata (\(fullMetadata.count) keys):")

@@ -632,7 +632,7 @@ private let malformedCases: [(rule: String, bytes: [UInt8], tensor: String?)] = 
     ("hole", rawFile([entry("a", "U8", [1], 0, 1), entry("b", "U8", [1], 2, 3)], dataCount: 3), "b"),
     ("overlap", rawFile([entry("a", "U8", [2], 0, 2), entry("b", "U8", [2], 1, 3)], dataCount: 3), "b"),
     ("trailing-bytes", rawFile([entry("a", "U8", [1], 0, 1)], dataCount: 2), nil),
-    ("truncated-data", rawFile([entry("a", "F32", [4], 0, 16)], dataCount: 10), "a"),
+    ("truncated-data", rawFile([entry("a", "F32", [4], 0, 16)], dataCount: 10), nil),
     ("overflowing-shape", rawFile([entry("a", "U8", [1 << 62, 1 << 62], 0, 0)], dataCount: 0), "a"),
     ("misaligned-f4", rawFile([entry("a", "F4", [3], 0, 2)], dataCount: 2), "a"),
     ("size-mismatch", rawFile([entry("a", "F16", [3], 0, 4)], dataCount: 4), "a"),
@@ -673,6 +673,53 @@ struct MalformedListCLITests {
                 #expect(r.stderrLines.count == 1 && r.stderr.hasPrefix("graft: error: \(path)"), "\(r.stderr)")
                 #expect(r.stdout.isEmpty)
             }
+        }
+    }
+
+    /// The three most common "bad file" cases of the field got "header length 85966670672
+    /// exceeds the limit" (newcomer report rows 26-27).
+    @Test("a .ckpt, an HTML page, a git-lfs pointer, a JSON error, a truncated download, a diffusers folder: said so")
+    func notSafeTensors() throws {
+        try withListDirectory { dir in
+            let header = Array(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#.utf8)
+            let files: [(String, [UInt8], String)] = [
+                ("model.ckpt", [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00] + Array(repeating: 0, count: 100),
+                 "not a safetensors file: looks like a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive); convert it"),
+                ("page.safetensors", Array("<!DOCTYPE html>\n<html><body>Please log in</body></html>".utf8),
+                 "not a safetensors file: looks like an HTML page (a failed download?"),
+                ("lfs.safetensors", Array("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 123\n".utf8),
+                 "not a safetensors file: looks like a git-lfs pointer, not the file it points to of 123 bytes (run `git lfs pull`"),
+                ("error.safetensors", Array(#"{"error":"Repository not found"}"#.utf8),
+                 #"not a safetensors file: looks like a JSON document, not a model (an error response from a model hub?): {"error":"Repository not found"}"#),
+                ("cut.safetensors", rawFile(header, data: Array(repeating: 0, count: 6)),
+                 "file is truncated: 10 bytes missing (incomplete download?)"),
+            ]
+            for (name, bytes, message) in files {
+                let path = dir.appendingPathComponent(name).path
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                let r = try runGraft(["list", path])
+                #expect(r.status == 2, "\(name): \(r.stderr)")
+                #expect(r.stderrLines.count == 1 && r.stderr.hasPrefix("graft: error: \(path) at byte "), "\(r.stderr)")
+                #expect(r.stderr.contains(": " + message), "\(name): \(r.stderr)")
+            }
+            let folder = dir.appendingPathComponent("sdxl-diffusers")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: folder.appendingPathComponent("model_index.json"))
+            let r = try runGraft(["list", folder.path])
+            #expect(r.status == 2)
+            #expect(r.stderr.hasPrefix("graft: error: \(folder.path): not a safetensors file: a diffusers folder"), "\(r.stderr)")
+        }
+    }
+
+    @Test("the text's header size is the JSON's header_bytes (review §4 #13: 8 vs 16)")
+    func headerSize() throws {
+        try withListDirectory { dir in
+            let path = dir.appendingPathComponent("empty.safetensors").path
+            try Data(rawFile(Array("{}      ".utf8))).write(to: URL(fileURLWithPath: path))
+            let d = try listJSON([path])
+            #expect(d["header_bytes"] as? Int == 8)
+            let r = try runGraft(["list", path])
+            #expect(r.stdout.contains("size:       16 B, header 8 B\n"), "\(r.stdout)")
         }
     }
 
