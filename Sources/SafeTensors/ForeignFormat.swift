@@ -13,7 +13,12 @@ enum ForeignFormat {
         func starts(_ magic: [UInt8]) -> Bool { bytes.count >= magic.count && zip(bytes, magic).allSatisfy { $0 == $1 } }
         let convert = "convert it to .safetensors first (in Python: torch.load, then safetensors.torch.save_file)"
         if starts([0x50, 0x4B, 0x03, 0x04]) {
-            return "a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive); " + convert
+            // torch.save's zip holds "<name>/data.pkl" first; any other zip is just an archive
+            // (a LoRA downloaded as .zip, say).
+            if zipFirstEntry(bytes)?.hasSuffix("data.pkl") == true {
+                return "a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive holding data.pkl); " + convert
+            }
+            return "a zip archive, not a model file (unpack it first: it may hold the .safetensors file)"
         }
         // Pickle protocol 2-5 opens with PROTO (0x80) and the protocol number.
         if bytes.count >= 2 && bytes[0] == 0x80 && (2...5).contains(bytes[1]) {
@@ -44,6 +49,15 @@ enum ForeignFormat {
             return "a JSON document, not a model (an error response from a model hub?): \(excerpt)"
         }
         return nil
+    }
+
+    /// The name of the first entry of a zip archive (from its local file header: the name
+    /// length at byte 26, the name from byte 30), when the bytes hold it.
+    private static func zipFirstEntry(_ bytes: UnsafeRawBufferPointer) -> String? {
+        guard bytes.count >= 30 else { return nil }
+        let length = Int(bytes[26]) | Int(bytes[27]) << 8
+        guard length > 0, bytes.count >= 30 + length else { return nil }
+        return String(decoding: bytes[30..<(30 + length)], as: UTF8.self)
     }
 
     /// The first bytes (up to 512) as text, when they are UTF-8 with no NUL and no

@@ -683,8 +683,9 @@ struct MalformedListCLITests {
         try withListDirectory { dir in
             let header = Array(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#.utf8)
             let files: [(String, [UInt8], String)] = [
-                ("model.ckpt", [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00] + Array(repeating: 0, count: 100),
-                 "not a safetensors file: looks like a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive); convert it"),
+                ("model.ckpt", [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00] + Array(repeating: 0, count: 18)
+                    + [16, 0, 0, 0] + Array("archive/data.pkl".utf8) + Array(repeating: 0, count: 100),
+                 "not a safetensors file: looks like a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive holding data.pkl); convert it"),
                 ("page.safetensors", Array("<!DOCTYPE html>\n<html><body>Please log in</body></html>".utf8),
                  "not a safetensors file: looks like an HTML page (a failed download?"),
                 ("lfs.safetensors", Array("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 123\n".utf8),

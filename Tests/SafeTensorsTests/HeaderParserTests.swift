@@ -1093,11 +1093,21 @@ struct HeaderReferenceCrossCheckTests {
 /// the cases of `.notSafeTensors` apart.
 @Suite("HeaderParser: what a non-safetensors file is")
 struct ForeignFormatTests {
+    /// A zip local file header (stored, no extra field) for one entry named `name`.
+    static func zipHeader(_ name: String) -> [UInt8] {
+        let n = Array(name.utf8)
+        return [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0x00]
+            + [0x12, 0x34, 0x56, 0x78, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00]
+            + [UInt8(n.count), 0x00, 0x00, 0x00] + n
+    }
+
     /// Real bytes of each format's start (followed by filler so the file is not tiny).
     static let cases: [(String, [UInt8], String)] = [
-        ("PyTorch zip (.ckpt)", [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00, 0x08, 0x00] + Array("archive/data.pkl".utf8),
-         "zip archive"),
-        ("raw pickle protocol 2", [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19], "pickle"),
+        ("PyTorch zip (.ckpt)", zipHeader("archive/data.pkl"), "PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive"),
+        ("PyTorch zip, named archive", zipHeader("v1-5-pruned/data.pkl"), "PyTorch checkpoint"),
+        ("another zip", zipHeader("my_lora/my_lora.safetensors"), "a zip archive, not a model file"),
+        ("raw pickle protocol 2", [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19],
+         "PyTorch checkpoint (.ckpt/.pt/.pth, a raw Python pickle)"),
         ("raw pickle protocol 4", [0x80, 0x04, 0x95, 0x1A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7D, 0x94], "pickle"),
         ("HTML", Array("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n".utf8), "HTML page"),
         ("HTML, lower case, leading blank lines", Array("\n\n   <html lang=\"en\"><body>Not found</body></html>".utf8), "HTML page"),
