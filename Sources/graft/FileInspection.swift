@@ -170,7 +170,6 @@ struct FileInspection: Encodable {
         }
         return out
     }
-
 }
 
 /// A name or metadata text made safe for one terminal line: control characters

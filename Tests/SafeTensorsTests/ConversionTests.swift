@@ -166,7 +166,6 @@ fileprivate func sampleF32Bits(_ n: Int, seed: UInt64) -> [UInt32] {
 
 @Suite(.serialized)
 struct ConversionTests {
-
     static let knownF32toF16: [(UInt32, UInt16)] = [
         // from numpy 2.4 astype(np.float16) on this machine
         (0x7F80_0001, 0x7C01), (0x7FC0_0000, 0x7E00), (0x7F80_2000, 0x7C01), (0x7FA0_0000, 0x7D00),
