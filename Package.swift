@@ -56,6 +56,6 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["FileIO", "SafeTensors", "Fixtures"]),
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
         .testTarget(name: "GraftEngineTests", dependencies: ["FileIO", "GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
-        .testTarget(name: "GraftCLITests", dependencies: ["FileIO", "SafeTensors", "Fixtures"]),
+        .testTarget(name: "GraftCLITests", dependencies: ["graft", "FileIO", "SafeTensors", "Fixtures"]),
     ]
 )

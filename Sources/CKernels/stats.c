@@ -4,8 +4,9 @@
  * lanes accumulate in element order (doubles, no contraction), and the lanes
  * are folded in a fixed order at the end. The code uses GCC/Clang vector
  * extensions, whose element-wise semantics do not depend on the target, so
- * every CPU level gives the same bits. Typed inputs are converted to fp32 in
- * chunks that are multiples of 16 elements, so they follow the same path. */
+ * every CPU level gives the same bits. F16/BF16 inputs are converted to fp32 in
+ * chunks that are multiples of 16 elements (and of the statistics block), so
+ * they follow the same path; F64 statistics read doubles directly. */
 #include <math.h>
 #include "gk_internal.h"
 
@@ -36,90 +37,278 @@ GK_INLINE uint64_t gk_hsum_i(v16i v) {
 
 /* ------------------------------------------------------------------ stats */
 
+/*
+ * Moments without cancellation: each of the 16 lanes keeps (n, mean, M2) of its
+ * finite values, M2 = sum (x - mean)^2, and blocks of GK_STATS_BLOCK vectors are
+ * folded into it with Chan's formula (a block starts at a multiple of
+ * GK_STATS_BLOCK vectors from the start of the call). The old sum_sq/n - mean^2
+ * lost every digit of a small spread around a large mean (fp32 1000 +- 1e-3 gave
+ * std 6.1e-4 instead of 1.0e-3).
+ *
+ * fp32 blocks take one pass over shifted data: d = x - K with K the lane's mean so
+ * far rounded to fp32 (or the block's first finite value), so d is exact in double
+ * and M2 = sum d^2 - (sum d)^2 / n cancels only as far as the block mean moved away
+ * from K. A non-finite value is replaced by K (d = 0) in fp32, before widening. If
+ * some lane still cancels more than 2^23-fold (its first block, or a jump in the
+ * data), the block is redone in two passes (mean, then sum (x - mean)^2). fp64
+ * blocks always take the two passes. Everything is element-wise double arithmetic
+ * plus data-dependent (not level-dependent) decisions, so every CPU level gives
+ * the same bits.
+ */
+#define GK_STATS_BLOCK 128  /* vectors: 2048 elements, 8 KiB of fp32 (16 KiB of fp64), in L1 */
+#define GK_STATS_CANCEL 8388608.0 /* 2^23: M2 keeps ~30 of its 53 bits, error < 1e-9 */
+
 typedef struct {
-    v8d s_lo, s_hi, q_lo, q_hi, a_lo, a_hi;
-    v16f mn, mx;
+    v8d n_lo, n_hi, m_lo, m_hi, q_lo, q_hi;  /* per lane: finite count, mean, M2 */
+    v8d a_lo, a_hi;                          /* sum |x| */
+    v16f mn, mx;                             /* fp32 input */
+    v8d mnd_lo, mnd_hi, mxd_lo, mxd_hi;      /* fp64 input */
     uint64_t nan, pinf, ninf;
 } stats_state;
 
 static void stats_init(stats_state *st) {
     memset(st, 0, sizeof *st);
     for (int l = 0; l < GK_LANES; l++) { st->mn[l] = INFINITY; st->mx[l] = -INFINITY; }
+    for (int l = 0; l < 8; l++) {
+        st->mnd_lo[l] = INFINITY; st->mnd_hi[l] = INFINITY;
+        st->mxd_lo[l] = -INFINITY; st->mxd_hi[l] = -INFINITY;
+    }
 }
 
-/* nvec * 16 fp32 values. */
-GK_INLINE void stats_feed_body(stats_state *st, const void *x, size_t nvec) {
-    v8d s_lo = st->s_lo, s_hi = st->s_hi, q_lo = st->q_lo, q_hi = st->q_hi;
-    v8d a_lo = st->a_lo, a_hi = st->a_hi;
-    v16f mn = st->mn, mx = st->mx;
-    v16i cnan = {0}, cpinf = {0}, cninf = {0};
-    const unsigned char *p = (const unsigned char *)x;
-    for (size_t i = 0; i < nvec; i++) {
-        v16f v = gk_load16(p + i * 64);
-        v16i b = (v16i)v;
-        v16i a = b & 0x7FFFFFFF;
-        v16i fin = a < 0x7F800000;
-        v16i inf = a == 0x7F800000;
-        cnan -= a > 0x7F800000;
-        cpinf -= inf & (b >= 0);
-        cninf -= inf & (b < 0);
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+GK_INLINE v8l gk_widen_lo(v16i m) { return __builtin_convertvector(__builtin_shufflevector(m, m, 0, 1, 2, 3, 4, 5, 6, 7), v8l); }
+GK_INLINE v8l gk_widen_hi(v16i m) { return __builtin_convertvector(__builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15), v8l); }
+GK_INLINE v16f gk_join_f(v8d lo, v8d hi) {
+    v8f a = __builtin_convertvector(lo, v8f), b = __builtin_convertvector(hi, v8f);
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+GK_INLINE v16i gk_join_i(v8l lo, v8l hi) {
+    v8i a = __builtin_convertvector(lo, v8i), b = __builtin_convertvector(hi, v8i);
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+GK_INLINE int gk_any(v8l m) {
+    int64_t r = 0;
+    for (int l = 0; l < 8; l++) r |= m[l];
+    return r != 0;
+}
+
+/* Folds (nb, mb, qb) into (n, m, q), lane by lane (Chan et al.). A side with no
+ * values leaves the other unchanged; nothing divides by zero. */
+GK_INLINE void stats_chan(v8d *n, v8d *m, v8d *q, v8d nb, v8d mb, v8d qb) {
+    v8d na = *n, nn = na + nb;
+    v8d inv = ((v8d){0} + 1) / gk_seld(nn > 0, nn, (v8d){0} + 1);
+    v8d delta = mb - *m;
+    *m = *m + delta * (nb * inv);
+    /* The cross term only when both sides have values: delta^2 may overflow for
+     * huge fp64 values, and inf * 0 would be NaN. */
+    v8d cross = (delta * delta) * ((na * nb) * inv);
+    *q = (*q + qb) + gk_seld((na > 0) & (nb > 0), cross, (v8d){0});
+    *n = nn;
+}
+
+/* Sixteen values (fp32, or fp64 when is64) as two halves of doubles with the
+ * non-finite ones zeroed, and the finite masks (-1 where finite). */
+GK_INLINE void stats_load(const unsigned char *p, int is64, v8d *lo, v8d *hi, v8l *flo, v8l *fhi) {
+    if (is64) {
+        v8d x0, x1;
+        memcpy(&x0, p, 64); memcpy(&x1, p + 64, 64);
+        *flo = ((v8l)x0 & 0x7FFFFFFFFFFFFFFFll) < 0x7FF0000000000000ll;
+        *fhi = ((v8l)x1 & 0x7FFFFFFFFFFFFFFFll) < 0x7FF0000000000000ll;
+        *lo = (v8d)((v8l)x0 & *flo); *hi = (v8d)((v8l)x1 & *fhi);
+    } else {
+        v16i b = (v16i)gk_load16(p);
+        v16i fin = (b & 0x7FFFFFFF) < 0x7F800000;
         v16f xf = (v16f)(b & fin);
-        v16f xmin = gk_self(fin, v, (v16f)(v16i){0} + INFINITY);
-        v16f xmax = gk_self(fin, v, (v16f)(v16i){0} - INFINITY);
-        mn = gk_self(xmin < mn, xmin, mn);
-        mx = gk_self(xmax > mx, xmax, mx);
-        v8d lo = gk_lo(xf), hi = gk_hi(xf);
-        s_lo += lo; s_hi += hi;
-        q_lo += lo * lo; q_hi += hi * hi;   /* f32*f32 is exact in double */
-        a_lo += gk_absd(lo); a_hi += gk_absd(hi);
+        *lo = gk_lo(xf); *hi = gk_hi(xf);
+        *flo = gk_widen_lo(fin); *fhi = gk_widen_hi(fin);
     }
-    st->s_lo = s_lo; st->s_hi = s_hi; st->q_lo = q_lo; st->q_hi = q_hi;
-    st->a_lo = a_lo; st->a_hi = a_hi; st->mn = mn; st->mx = mx;
-    st->nan += gk_hsum_i(cnan); st->pinf += gk_hsum_i(cpinf); st->ninf += gk_hsum_i(cninf);
+}
+
+/* The two-pass moments of one block: block mean per lane, then sum (x - mean)^2. */
+GK_INLINE void stats_block_exact(const unsigned char *p, size_t nb, int is64, v8d n_lo, v8d n_hi,
+                                 v8d *m_lo, v8d *m_hi, v8d *q_lo, v8d *q_hi) {
+    const size_t stride = is64 ? 128 : 64;
+    v8d s_lo = {0}, s_hi = {0};
+    for (size_t i = 0; i < nb; i++) {
+        v8d lo, hi; v8l flo, fhi;
+        stats_load(p + i * stride, is64, &lo, &hi, &flo, &fhi);
+        s_lo += lo; s_hi += hi;
+    }
+    v8d one = (v8d){0} + 1;
+    *m_lo = s_lo / gk_seld(n_lo > 0, n_lo, one);
+    *m_hi = s_hi / gk_seld(n_hi > 0, n_hi, one);
+    v8d a_lo = {0}, a_hi = {0};
+    for (size_t i = 0; i < nb; i++) {
+        v8d lo, hi; v8l flo, fhi;
+        stats_load(p + i * stride, is64, &lo, &hi, &flo, &fhi);
+        v8d d0 = (v8d)((v8l)(lo - *m_lo) & flo), d1 = (v8d)((v8l)(hi - *m_hi) & fhi);
+        a_lo += d0 * d0; a_hi += d1 * d1;
+    }
+    *q_lo = a_lo; *q_hi = a_hi;
+}
+
+/* nvec vectors of 16 fp32 values. */
+GK_INLINE void stats_feed_body(stats_state *st, const void *x, size_t nvec) {
+    stats_state s = *st;
+    v16i cnan = {0}, cpinf = {0}, cninf = {0};
+    v16f mn = s.mn, mx = s.mx;
+    const v16f pinf = (v16f)(v16i){0} + INFINITY, ninf = (v16f)(v16i){0} - INFINITY;
+    const unsigned char *p = (const unsigned char *)x;
+    for (size_t i0 = 0; i0 < nvec; i0 += GK_STATS_BLOCK) {
+        size_t iend = nvec - i0 < GK_STATS_BLOCK ? nvec : i0 + GK_STATS_BLOCK;
+        const unsigned char *bp = p + i0 * 64;
+        /* The shift: the lane's mean so far, else the block's first value, else 0. */
+        v16i first = (v16i)gk_load16(bp);
+        v16i ffin = (first & 0x7FFFFFFF) < 0x7F800000;
+        v16f kf = gk_self(gk_join_i(s.n_lo > 0, s.n_hi > 0), gk_join_f(s.m_lo, s.m_hi), (v16f)(first & ffin));
+        v8d k_lo = gk_lo(kf), k_hi = gk_hi(kf);
+        v16i cnt = {0};
+        v8d d_lo = {0}, d_hi = {0}, q_lo = {0}, q_hi = {0};
+        for (size_t i = i0; i < iend; i++) {
+            v16f v = gk_load16(p + i * 64);
+            v16i b = (v16i)v;
+            v16i a = b & 0x7FFFFFFF;
+            v16i fin = a < 0x7F800000;
+            v16i inf = a == 0x7F800000;
+            cnan -= a > 0x7F800000;
+            cpinf -= inf & (b >= 0);
+            cninf -= inf & (b < 0);
+            cnt -= fin;
+            v16f xmin = gk_self(fin, v, pinf), xmax = gk_self(fin, v, ninf);
+            mn = gk_self(xmin < mn, xmin, mn);
+            mx = gk_self(xmax > mx, xmax, mx);
+            v16f xs = gk_self(fin, v, kf);
+            v8d e0 = gk_lo(xs) - k_lo, e1 = gk_hi(xs) - k_hi;  /* exact */
+            d_lo += e0; d_hi += e1;
+            q_lo += e0 * e0; q_hi += e1 * e1;
+            v16f ax = (v16f)(a & fin);
+            s.a_lo += gk_lo(ax); s.a_hi += gk_hi(ax);
+        }
+        v8d n_lo = __builtin_convertvector(gk_widen_lo(cnt), v8d), n_hi = __builtin_convertvector(gk_widen_hi(cnt), v8d);
+        v8d one = (v8d){0} + 1;
+        v8d i_lo = one / gk_seld(n_lo > 0, n_lo, one), i_hi = one / gk_seld(n_hi > 0, n_hi, one);
+        v8d m_lo = k_lo + d_lo * i_lo, m_hi = k_hi + d_hi * i_hi;
+        v8d r_lo = q_lo - (d_lo * d_lo) * i_lo, r_hi = q_hi - (d_hi * d_hi) * i_hi;
+        /* q > 2^23 * M2 (also catches M2 <= 0 < q): too much cancelled. */
+        if (gk_any(q_lo > r_lo * GK_STATS_CANCEL) || gk_any(q_hi > r_hi * GK_STATS_CANCEL))
+            stats_block_exact(bp, iend - i0, 0, n_lo, n_hi, &m_lo, &m_hi, &r_lo, &r_hi);
+        stats_chan(&s.n_lo, &s.m_lo, &s.q_lo, n_lo, m_lo, r_lo);
+        stats_chan(&s.n_hi, &s.m_hi, &s.q_hi, n_hi, m_hi, r_hi);
+    }
+    s.mn = mn; s.mx = mx;
+    s.nan += gk_hsum_i(cnan); s.pinf += gk_hsum_i(cpinf); s.ninf += gk_hsum_i(cninf);
+    *st = s;
+}
+
+/* nvec vectors of 16 fp64 values (128 bytes each), always two passes per block. */
+GK_INLINE void stats_feed64_body(stats_state *st, const void *x, size_t nvec) {
+    stats_state s = *st;
+    v8l cnan = {0}, cpinf = {0}, cninf = {0};
+    const v8d pinf = (v8d){0} + INFINITY, ninf = (v8d){0} - INFINITY;
+    const unsigned char *p = (const unsigned char *)x;
+    for (size_t i0 = 0; i0 < nvec; i0 += GK_STATS_BLOCK) {
+        size_t iend = nvec - i0 < GK_STATS_BLOCK ? nvec : i0 + GK_STATS_BLOCK;
+        v8l c_lo = {0}, c_hi = {0};
+        for (size_t i = i0; i < iend; i++) {
+            const unsigned char *q = p + i * 128;
+            v8l x0, x1;
+            memcpy(&x0, q, 64); memcpy(&x1, q + 64, 64);
+            v8l a0 = x0 & 0x7FFFFFFFFFFFFFFFll, a1 = x1 & 0x7FFFFFFFFFFFFFFFll;
+            cnan -= a0 > 0x7FF0000000000000ll; cnan -= a1 > 0x7FF0000000000000ll;
+            v8l i0m = a0 == 0x7FF0000000000000ll, i1m = a1 == 0x7FF0000000000000ll;
+            cpinf -= i0m & (x0 >= 0); cpinf -= i1m & (x1 >= 0);
+            cninf -= i0m & (x0 < 0); cninf -= i1m & (x1 < 0);
+            v8d lo, hi; v8l flo, fhi;
+            stats_load(q, 1, &lo, &hi, &flo, &fhi);
+            c_lo -= flo; c_hi -= fhi;
+            s.a_lo += gk_absd(lo); s.a_hi += gk_absd(hi);
+            v8d mnl = gk_seld(flo, lo, pinf), mnh = gk_seld(fhi, hi, pinf);
+            v8d mxl = gk_seld(flo, lo, ninf), mxh = gk_seld(fhi, hi, ninf);
+            s.mnd_lo = gk_seld(mnl < s.mnd_lo, mnl, s.mnd_lo); s.mnd_hi = gk_seld(mnh < s.mnd_hi, mnh, s.mnd_hi);
+            s.mxd_lo = gk_seld(mxl > s.mxd_lo, mxl, s.mxd_lo); s.mxd_hi = gk_seld(mxh > s.mxd_hi, mxh, s.mxd_hi);
+        }
+        v8d n_lo = __builtin_convertvector(c_lo, v8d), n_hi = __builtin_convertvector(c_hi, v8d);
+        v8d m_lo, m_hi, r_lo, r_hi;
+        stats_block_exact(p + i0 * 128, iend - i0, 1, n_lo, n_hi, &m_lo, &m_hi, &r_lo, &r_hi);
+        stats_chan(&s.n_lo, &s.m_lo, &s.q_lo, n_lo, m_lo, r_lo);
+        stats_chan(&s.n_hi, &s.m_hi, &s.q_hi, n_hi, m_hi, r_hi);
+    }
+    for (int l = 0; l < 8; l++) {
+        s.nan += (uint64_t)cnan[l]; s.pinf += (uint64_t)cpinf[l]; s.ninf += (uint64_t)cninf[l];
+    }
+    *st = s;
 }
 GK_MULTI(stats_feed, (stats_state *st, const void *x, size_t nvec), (st, x, nvec))
+GK_MULTI(stats_feed64, (stats_state *st, const void *x, size_t nvec), (st, x, nvec))
 
-static void stats_feed(stats_state *st, const void *x, size_t nvec) {
+/* Whole blocks per call (GK_MAX_VEC_PER_CALL is a multiple of GK_STATS_BLOCK), so
+ * splitting a long input into calls does not move block boundaries. */
+static void stats_feed(stats_state *st, const void *x, size_t nvec, int is64) {
     const unsigned char *p = (const unsigned char *)x;
     while (nvec) {
         size_t k = nvec < GK_MAX_VEC_PER_CALL ? nvec : GK_MAX_VEC_PER_CALL;
-        GK_DISPATCH(stats_feed, (st, p, k));
-        p += k * 64; nvec -= k;
+        if (is64) { GK_DISPATCH(stats_feed64, (st, p, k)); } else { GK_DISPATCH(stats_feed, (st, p, k)); }
+        p += k * (is64 ? 128 : 64); nvec -= k;
     }
 }
 
-/* Feeds the last n % 16 values padded with NaN, then folds the lanes. */
-static void stats_finish(stats_state *st, const float *tail, size_t rem, size_t n, gk_stats *out) {
+/* The scalar form of stats_chan, for folding lanes and whole results. */
+static void stats_chan1(double *n, double *m, double *q, double nb, double mb, double qb) {
+    double na = *n;
+    if (nb == 0) return;
+    if (na == 0) { *n = nb; *m = mb; *q = qb; return; }
+    double nn = na + nb, delta = mb - *m;
+    *m = *m + delta * (nb / nn);
+    *q = (*q + qb) + (delta * delta) * ((na * nb) / nn);
+    *n = nn;
+}
+
+/* Feeds the last n % 16 values padded with NaN, then folds the lanes 0..15. */
+static void stats_finish(stats_state *st, const void *tail, size_t rem, int is64, size_t n, gk_stats *out) {
     if (rem) {
-        float buf[GK_LANES];
-        for (int l = 0; l < GK_LANES; l++) buf[l] = (size_t)l < rem ? tail[l] : NAN;
-        stats_feed(st, buf, 1);
+        if (is64) {
+            double buf[GK_LANES];
+            for (int l = 0; l < GK_LANES; l++) buf[l] = (size_t)l < rem ? ((const double *)tail)[l] : NAN;
+            stats_feed(st, buf, 1, 1);
+        } else {
+            float buf[GK_LANES];
+            for (int l = 0; l < GK_LANES; l++) buf[l] = (size_t)l < rem ? ((const float *)tail)[l] : NAN;
+            stats_feed(st, buf, 1, 0);
+        }
         st->nan -= GK_LANES - rem;
     }
-    double s = 0, q = 0, a = 0;
-    for (int l = 0; l < 8; l++) { s += st->s_lo[l]; q += st->q_lo[l]; a += st->a_lo[l]; }
-    for (int l = 0; l < 8; l++) { s += st->s_hi[l]; q += st->q_hi[l]; a += st->a_hi[l]; }
-    float mn = INFINITY, mx = -INFINITY;
+    double cnt = 0, mean = 0, m2 = 0, a = 0, mn = INFINITY, mx = -INFINITY;
     for (int l = 0; l < GK_LANES; l++) {
-        if (st->mn[l] < mn) mn = st->mn[l];
-        if (st->mx[l] > mx) mx = st->mx[l];
+        int h = l >= 8, k = l & 7;
+        stats_chan1(&cnt, &mean, &m2, h ? st->n_hi[k] : st->n_lo[k], h ? st->m_hi[k] : st->m_lo[k],
+                    h ? st->q_hi[k] : st->q_lo[k]);
+        a += h ? st->a_hi[k] : st->a_lo[k];
+        double lmn = h ? st->mnd_hi[k] : st->mnd_lo[k], lmx = h ? st->mxd_hi[k] : st->mxd_lo[k];
+        if (st->mn[l] < lmn) lmn = st->mn[l];
+        if (st->mx[l] > lmx) lmx = st->mx[l];
+        if (lmn < mn) mn = lmn;
+        if (lmx > mx) mx = lmx;
     }
     out->count = n;
     out->nan_count = st->nan;
     out->pinf_count = st->pinf;
     out->ninf_count = st->ninf;
     out->min = mn; out->max = mx;
-    out->sum = s; out->sum_sq = q; out->sum_abs = a;
+    out->mean = mean; out->m2 = m2;
+    out->sum_abs = a;
+    out->sum_sq = m2 + cnt * (mean * mean);
 }
 
 void gk_stats_f32(const float *x, size_t n, gk_stats *out) {
     stats_state st;
     stats_init(&st);
-    stats_feed(&st, x, n / GK_LANES);
+    stats_feed(&st, x, n / GK_LANES, 0);
     float tail[GK_LANES];
     size_t rem = n % GK_LANES;
     if (rem) memcpy(tail, (const unsigned char *)x + (n - rem) * 4, rem * 4);
-    stats_finish(&st, tail, rem, n, out);
+    stats_finish(&st, tail, rem, 0, n, out);
 }
 
 static size_t gk_tsize(int t) {
@@ -141,28 +330,46 @@ int gk_stats_typed(const void *x, int type, size_t n, gk_stats *out) {
     if (type == GK_F32) { gk_stats_f32((const float *)x, n, out); return 0; }
     stats_state st;
     stats_init(&st);
+    if (type == GK_F64) {
+        /* Read as double directly: converting to fp32 would erase a spread below 6e-8 of the mean. */
+        stats_feed(&st, x, n / GK_LANES, 1);
+        double tail[GK_LANES];
+        size_t rem = n % GK_LANES;
+        if (rem) memcpy(tail, (const unsigned char *)x + (n - rem) * 8, rem * 8);
+        stats_finish(&st, tail, rem, 1, n, out);
+        return 0;
+    }
     float buf[GK_CHUNK];
     const unsigned char *p = (const unsigned char *)x;
     size_t i = 0;
     for (; i + GK_CHUNK <= n; i += GK_CHUNK) {
         gk_to_f32(p + i * es, type, buf, GK_CHUNK);
-        stats_feed(&st, buf, GK_CHUNK / GK_LANES);
+        stats_feed(&st, buf, GK_CHUNK / GK_LANES, 0);
     }
     size_t left = n - i;
     gk_to_f32(p + i * es, type, buf, left);
-    stats_feed(&st, buf, left / GK_LANES);
-    stats_finish(&st, buf + (left - left % GK_LANES), left % GK_LANES, n, out);
+    stats_feed(&st, buf, left / GK_LANES, 0);
+    stats_finish(&st, buf + (left - left % GK_LANES), left % GK_LANES, 0, n, out);
     return 0;
 }
 
+void gk_stats_empty(gk_stats *out) {
+    memset(out, 0, sizeof *out);
+    out->min = INFINITY;
+    out->max = -INFINITY;
+}
+
 void gk_stats_combine(gk_stats *a, const gk_stats *b) {
+    double na = (double)(a->count - a->nan_count - a->pinf_count - a->ninf_count);
+    double nb = (double)(b->count - b->nan_count - b->pinf_count - b->ninf_count);
+    stats_chan1(&na, &a->mean, &a->m2, nb, b->mean, b->m2);
     a->count += b->count;
     a->nan_count += b->nan_count;
     a->pinf_count += b->pinf_count;
     a->ninf_count += b->ninf_count;
     if (b->min < a->min) a->min = b->min;
     if (b->max > a->max) a->max = b->max;
-    a->sum += b->sum; a->sum_sq += b->sum_sq; a->sum_abs += b->sum_abs;
+    a->sum_abs += b->sum_abs; a->sum_sq += b->sum_sq;
 }
 
 /* ------------------------------------------------------------------- diff */

@@ -64,6 +64,9 @@ public enum SystemInfo {
     }
 
     /// Whether the process `pid` exists (`kill(pid, 0)`; EPERM means it exists but is not ours).
+    /// Whether a path names an existing file system entry (`access(2)` with F_OK).
+    public static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
     public static func processExists(_ pid: Int32) -> Bool {
         guard pid > 0 else { return false }
         return kill(pid, 0) == 0 || errno == EPERM

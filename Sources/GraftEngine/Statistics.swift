@@ -39,14 +39,15 @@ public struct TensorStatistics: Sendable, Codable, Equatable {
         nanCount = Int(s.nan_count)
         positiveInfinityCount = Int(s.pinf_count)
         negativeInfinityCount = Int(s.ninf_count)
-        let finite = Double(s.count - s.nan_count - s.pinf_count - s.ninf_count)
+        let finite = s.count - s.nan_count - s.pinf_count - s.ninf_count
         if finite > 0 {
-            let m = s.sum / finite
             min = s.min
             max = s.max
-            mean = m
-            std = (Swift.max(0, s.sum_sq / finite - m * m)).squareRoot()
-            absMean = s.sum_abs / finite
+            mean = s.mean
+            // The kernel keeps M2 = sum (x - mean)^2 (Welford/Chan), so this has no
+            // cancellation; M2 is never negative, the max only guards -0.
+            std = (Swift.max(0, s.m2) / Double(finite)).squareRoot()
+            absMean = s.sum_abs / Double(finite)
         } else {
             min = nil; max = nil; mean = nil; std = nil; absMean = nil
         }
@@ -54,8 +55,10 @@ public struct TensorStatistics: Sendable, Codable, Equatable {
 }
 
 /// Computes ``TensorStatistics`` for many tensors, streamed in bounded chunks on all
-/// cores; per-tensor results are combined in chunk order, so they do not depend on
-/// the thread count.
+/// cores. Each chunk gives (count, mean, M2) and the chunks of a tensor are combined
+/// in chunk order with Chan's formula (`gk_stats_combine`), so the bits depend on the
+/// data and `chunkElements` only, never on the thread count or scheduling; any chunk
+/// size gives the same values to within rounding (no cancellation either way).
 public struct StatisticsRunner: Sendable {
     public var chunkElements = 4 << 20
     public var threads = defaultThreadCount()
@@ -94,20 +97,19 @@ public struct StatisticsRunner: Sendable {
         if let e = counter.firstError { throw e }
         var perTensor = [gk_stats?](repeating: nil, count: tensors.count)
         for (ci, c) in chunks.enumerated() {
-            if perTensor[c.tensor] == nil {
-                perTensor[c.tensor] = results[ci]
-            } else {
-                var a = perTensor[c.tensor]!
+            if var a = perTensor[c.tensor] {
                 var b = results[ci]
                 gk_stats_combine(&a, &b)
                 perTensor[c.tensor] = a
+            } else {
+                perTensor[c.tensor] = results[ci]
             }
         }
         return tensors.enumerated().map { i, t in
             if Conversion.isSupported(t.dtype) && perTensor[i] == nil {
                 // Zero elements: counts are zero, no moments.
                 var empty = gk_stats()
-                empty.min = .infinity; empty.max = -.infinity
+                gk_stats_empty(&empty)
                 return TensorStatistics(name: t.name, dtype: t.dtype, stats: empty)
             }
             return TensorStatistics(name: t.name, dtype: t.dtype, stats: perTensor[i], elementCount: t.elementCount)

@@ -25,8 +25,11 @@ extension Header {
     /// - Returns: the header, with its tensors in data order (sorted by `(begin, end)`).
     /// - Throws: `SafeTensorsError` of kind `.headerTooSmall`, `.headerTooLarge`,
     ///   `.invalidHeaderLength`, `.invalidUTF8`, `.invalidJSON`, `.duplicateTensor`,
-    ///   `.invalidOffset`, `.overflow`, `.misalignedSlice`, `.tensorInvalidInfo` or
-    ///   `.incompleteBuffer`, checked in that order.
+    ///   `.invalidOffset`, `.overflow`, `.misalignedSlice`, `.tensorInvalidInfo`,
+    ///   `.truncated` or `.incompleteBuffer`, checked in that order. An implausible length
+    ///   prefix is `.notSafeTensors` instead of `.headerTooLarge`/`.invalidHeaderLength` when
+    ///   the first bytes are a known other format, and `.truncated` when they are the
+    ///   start of a safetensors header (`{"`).
     public static func parse(file bytes: UnsafeRawBufferPointer, source: String) throws -> Header {
         try parse(bytes, fileSize: bytes.count, coverage: true, source: source).header
     }
@@ -53,6 +56,7 @@ extension Header {
         for i in (0..<8).reversed() { n = n << 8 | UInt64(bytes[i]) }
         // 2-3. The size limit comes before any comparison with the file size.
         guard n <= Header.maxByteCount else {
+            if let other = ForeignFormat.describe(bytes) { throw notSafeTensors(other, source) }
             throw SafeTensorsError(
                 .headerTooLarge, file: source, offset: 0,
                 "header length \(n) exceeds the \(Header.maxByteCount)-byte limit")
@@ -60,6 +64,14 @@ extension Header {
         let headerLength = Int(n)  // n <= 100,000,000
         // 4. The header must fit in the file.
         guard headerLength <= bytes.count - 8 else {
+            if let other = ForeignFormat.describe(bytes) { throw notSafeTensors(other, source) }
+            // `{"` is how every writer starts a header: this is the start of a real file.
+            if bytes.count >= 10 && bytes[8] == UInt8(ascii: "{") && bytes[9] == UInt8(ascii: "\"") {
+                throw SafeTensorsError(
+                    .truncated, file: source, offset: UInt64(bytes.count),
+                    "file is truncated: at least \(8 + n - UInt64(bytes.count)) bytes missing (incomplete download?); "
+                        + "the header alone needs 8 + \(n) bytes, the file has \(bytes.count)")
+            }
             throw SafeTensorsError(
                 .invalidHeaderLength, file: source, offset: 0,
                 "header length \(n) runs past the end of the file: 8 + \(n) > file size \(fileSize)")
@@ -154,6 +166,12 @@ extension Header {
             tensors.append(TensorInfo(name: e.name, dtype: e.dtype, shape: e.shape, dataOffsets: e.begin..<e.end))
         }
         let (total, overflow) = dataStart.addingReportingOverflow(cursor)
+        if !overflow && total > fileSize && coverage {
+            throw SafeTensorsError(
+                .truncated, file: source, offset: fileSize,
+                "file is truncated: \(total - fileSize) bytes missing (incomplete download?); "
+                    + "tensors end at data offset \(cursor) but the data buffer holds only \(dataSize) bytes")
+        }
         if overflow || total > fileSize {
             throw SafeTensorsError(
                 .incompleteBuffer, file: source, tensor: tensors.last?.name,
@@ -167,6 +185,10 @@ extension Header {
                     + "(tensors end at data offset \(cursor), data buffer holds \(dataSize) bytes)")
         }
         return tensors
+    }
+
+    private static func notSafeTensors(_ what: String, _ source: String) -> SafeTensorsError {
+        SafeTensorsError(.notSafeTensors, file: source, offset: 0, "not a safetensors file: looks like " + what)
     }
 
     private static func describeShape(_ shape: [UInt64]) -> String {

@@ -29,8 +29,15 @@ public struct SafeTensorsError: Error, Equatable, Sendable, CustomStringConverti
         case misalignedSlice
         /// The byte range does not match shape x dtype.
         case tensorInvalidInfo
-        /// Data after the last tensor, or data missing at the end.
+        /// Data after the last tensor that no tensor covers (or tensor ends past 2^64).
         case incompleteBuffer
+        /// The file ends before its header or its tensors do: an incomplete download.
+        /// The detail says how many bytes are missing (at least).
+        case truncated
+        /// The file is something else: a PyTorch checkpoint, an HTML page, a JSON error
+        /// body, a git-lfs pointer, a GGUF file, a diffusers folder (recognised only when the
+        /// length prefix is implausible, so no valid safetensors file is reclassified).
+        case notSafeTensors
         /// A tensor that was asked for is not in the file.
         case tensorNotFound
         /// A system call failed (open, mmap, write, rename...).

@@ -17,12 +17,20 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     /// Opens, maps and validates a file. "-" reads standard input.
     /// - Throws: `SafeTensorsError` (`.io` for system errors, `.compression` for bad
-    ///   zstd input, any format kind for a malformed file).
+    ///   zstd input, `.notSafeTensors` for a diffusers folder or a file of another known
+    ///   format, `.truncated` for an incomplete download, any format kind for a malformed file).
     public init(path: String) throws {
         let map: MappedFile
         do {
             map = try InputSpool.open(path, bound: SafeTensorsFile.spoolBound(source: path == "-" ? "<stdin>" : path))
         } catch let e as FileIOError {
+            // Only after a failed open: a directory with model_index.json is a diffusers model.
+            if path != "-", SystemInfo.fileExists(path + "/model_index.json") {
+                throw SafeTensorsError(
+                    .notSafeTensors, file: path,
+                    "not a safetensors file: a diffusers folder (it holds model_index.json), not a single file; "
+                        + "name one of its files, e.g. unet/diffusion_pytorch_model.safetensors")
+            }
             throw SafeTensorsError(e)
         }
         self.mapping = map
@@ -72,6 +80,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
             var n: UInt64 = 0
             for i in (0..<8).reversed() { n = n << 8 | UInt64(prefix[i]) }
             guard n <= Header.maxByteCount else {
+                // Not safetensors: read a little more to say what it is (a shorter stream is
+                // mapped whole and the parser says it).
+                if prefix.count < ForeignFormat.sniffLength { return .needPrefix(ForeignFormat.sniffLength) }
+                if let other = ForeignFormat.describe(prefix) {
+                    throw SafeTensorsError(.notSafeTensors, file: source, offset: 0, "not a safetensors file: looks like " + other)
+                }
                 throw SafeTensorsError(.headerTooLarge, file: source, offset: 0,
                                        "header length \(n) exceeds the \(Header.maxByteCount)-byte limit")
             }

@@ -95,7 +95,7 @@ extension Graft {
                 if !report.overflows.isEmpty && !options.quiet && !options.json {
                     let total = report.overflows.reduce(0) { $0 + $1.count }
                     Terminal.warn("graft: warning: \(total) finite value(s) became +-inf in \(target.rawValue), in \(report.overflows.count) tensor(s):")
-                    for o in report.overflows.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  \(o.name): \(o.count)") }
+                    for o in report.overflows.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  \(displayable(o.name)): \(o.count)") }
                     if !options.verbose && report.overflows.count > 20 {
                         Terminal.warn("  ... and \(report.overflows.count - 20) more (-v lists all)")
                     }
@@ -107,8 +107,8 @@ extension Graft {
                     let emit: (String) -> Void = write.isStandardOutput ? { Terminal.warn($0) } : { printResult($0) }
                     emit(summary(plan, report))
                     if options.verbose {
-                        for n in plan.kept { emit("  kept \(n)") }
-                        for n in plan.dropped { emit("  dropped \(n)") }
+                        for n in plan.kept { emit("  kept " + displayable(n)) }
+                        for n in plan.dropped { emit("  dropped " + displayable(n)) }
                     }
                 }
             }
@@ -116,12 +116,12 @@ extension Graft {
 
         func summary(_ plan: ConvertPlan, _ r: ExecutionReport) -> String {
             let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
-            let name = write.isStandardOutput ? "<stdout>" : write.output
-            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(name): \(formatBytes(r.bytesWritten))"
+            let name = write.isStandardOutput ? "<stdout>" : displayable(write.output)
+            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(name): \(Format.bytes(r.bytesWritten))"
             if let c = r.compressedBytes {
-                s += " (zstd \(formatBytes(c)), ratio \(String(format2: Double(r.bytesWritten) / Double(max(c, 1)))))"
+                s += " (zstd \(Format.bytes(c)), ratio \(Format.fixed(Double(r.bytesWritten) / Double(max(c, 1)), decimals: 2)))"
             }
-            s += " in \(String(format1: r.seconds)) s (\(String(format1: gbs)) GB/s, \(r.threads) threads)"
+            s += " in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(r.threads) threads)"
             return s
         }
     }
@@ -131,17 +131,6 @@ extension Graft {
 func parseMetadata(_ s: String) -> (key: String, value: String)? {
     guard let eq = s.firstIndex(of: "="), eq != s.startIndex else { return nil }
     return (String(s[..<eq]), String(s[s.index(after: eq)...]))
-}
-
-extension String {
-    /// A number with two decimals, without Foundation.
-    init(format2 v: Double) {
-        guard v.isFinite else { self = "\(v)"; return }
-        let r = (v * 100).rounded()
-        let whole = Int(r / 100)
-        let frac = Int((r - Double(whole) * 100).magnitude)
-        self = "\(r < 0 && whole == 0 ? "-" : "")\(whole).\(frac < 10 ? "0" : "")\(frac)"
-    }
 }
 
 struct ConvertReportJSON: Encodable {

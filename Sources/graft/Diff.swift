@@ -18,6 +18,10 @@ extension Graft {
                 as `graft merge` maps them) and reports the residual ||(B-A) - delta|| / ||B-A||, the \
                 changed tensors no module explains, and the targeted tensors that did not change.
 
+                --filter GLOB (repeatable) compares only the tensors whose name matches one of the \
+                globs. Every glob must match at least one tensor in A or B: a glob that matches \
+                nothing is an error (exit 2), so a typo cannot turn a verification into "identical".
+
                 Exit status: 0 identical (after --threshold), 1 different, 2 error, as cmp(1).
 
                 Examples:
@@ -32,7 +36,8 @@ extension Graft {
         @Argument(help: "The second file (B).")
         var b: String
 
-        @Option(help: ArgumentHelp("Compare only tensors matching this glob (repeatable).", valueName: "glob"))
+        @Option(help: ArgumentHelp("Compare only tensors matching this glob (repeatable; each must match a tensor).",
+                                   valueName: "glob"))
         var filter: [String] = []
 
         @Option(help: "Ignore value differences whose max |A-B| is at most this (default 0: any difference counts).")
@@ -66,6 +71,11 @@ extension Graft {
             let report: DiffReport = try reportingErrors(json: options.json ? "diff" : nil) {
                 let fa = try SafeTensorsFile(path: a)
                 let fb = try SafeTensorsFile(path: b)
+                let unmatched = Self.unmatchedFilters(filter, fa, fb)
+                if !unmatched.isEmpty {
+                    let quoted = unmatched.map { "'\($0)'" }.joined(separator: ", ")
+                    throw GraftFailure("--filter \(quoted) \(unmatched.count == 1 ? "matches" : "match") no tensor in either file")
+                }
                 var adapters: [MergeInput] = []
                 for l in lora {
                     let arg = AdapterArgument(l)
@@ -87,6 +97,12 @@ extension Graft {
                 }
             }
             if !report.isIdentical { throw ExitCode(1) }
+        }
+
+        /// The globs that match no tensor name in either file: a diff restricted to them
+        /// would compare nothing and report "identical".
+        static func unmatchedFilters(_ globs: [String], _ a: SafeTensorsFile, _ b: SafeTensorsFile) -> [String] {
+            globs.filter { g in !a.tensors.contains { globMatches(g, $0.name) } && !b.tensors.contains { globMatches(g, $0.name) } }
         }
     }
 }
@@ -154,7 +170,10 @@ struct DiffReportJSON: Encodable {
     }
 }
 
-/// The human-readable rendering (not promised to stay stable).
+/// The human-readable rendering (not promised to stay stable). Every name and string
+/// that comes from a file (tensor names, metadata keys, module names, paths) goes
+/// through ``displayable(_:)``: a hostile name cannot send escape sequences to the
+/// terminal or forge a line.
 struct DiffText {
     let report: DiffReport
     let top: Int
@@ -166,12 +185,14 @@ struct DiffText {
         func line(_ s: String = "") { out += s + "\n" }
         let changed = r.tensors.filter(\.changed)
         let sameBytes = r.tensors.filter(\.identicalBytes).count
-        line("A: \(r.pathA) (\(r.tensorCountA) tensors)")
-        line("B: \(r.pathB) (\(r.tensorCountB) tensors)")
-        line("tensors: \(r.tensors.count) compared, \(r.onlyInA.count) only in A, \(r.onlyInB.count) only in B, \(r.dtypeChanges.count) dtype changes, \(r.shapeChanges.count) shape changes")
-        let thr = r.threshold > 0 ? " (max |A-B| > \(r.threshold))" : ""
+        line("A: \(displayable(r.pathA)) (\(r.tensorCountA) tensors)")
+        line("B: \(displayable(r.pathB)) (\(r.tensorCountB) tensors)")
+        line("tensors: \(r.tensors.count) compared, \(r.onlyInA.count) only in A, \(r.onlyInB.count) only in B, "
+             + "\(r.dtypeChanges.count) dtype changes, \(r.shapeChanges.count) shape changes")
+        let thr = r.threshold > 0 ? " (max |A-B| > \(Format.shortest(r.threshold)))" : ""
         line("values: \(changed.count) changed\(thr), \(r.tensors.count - changed.count) unchanged (\(sameBytes) byte-identical)")
         let limit = verbose ? Int.max : 20
+        /// `items` are made displayable here; titles are ours.
         func list(_ title: String, _ items: [String]) {
             guard !items.isEmpty else { return }
             line()
@@ -179,120 +200,78 @@ struct DiffText {
             for s in items.prefix(limit) { line("  \(s)") }
             if items.count > limit { line("  ... and \(items.count - limit) more (-v lists all)") }
         }
+        func name(_ s: String) -> String { displayable(s) }
         func shape(_ s: [UInt64]) -> String { "[" + s.map(String.init).joined(separator: ", ") + "]" }
-        list("only in A", r.onlyInA.map { "\($0.name) \($0.dtype.rawValue) \(shape($0.shape))" })
-        list("only in B", r.onlyInB.map { "\($0.name) \($0.dtype.rawValue) \(shape($0.shape))" })
-        list("dtype changes", r.dtypeChanges.map { "\($0.name): \($0.dtypeA.rawValue) -> \($0.dtypeB.rawValue)" })
-        list("shape changes", r.shapeChanges.map { "\($0.name): \(shape($0.shapeA)) -> \(shape($0.shapeB))" })
+        list("only in A", r.onlyInA.map { "\(name($0.name)) \($0.dtype.rawValue) \(shape($0.shape))" })
+        list("only in B", r.onlyInB.map { "\(name($0.name)) \($0.dtype.rawValue) \(shape($0.shape))" })
+        list("dtype changes", r.dtypeChanges.map { "\(name($0.name)): \($0.dtypeA.rawValue) -> \($0.dtypeB.rawValue)" })
+        list("shape changes", r.shapeChanges.map { "\(name($0.name)): \(shape($0.shapeA)) -> \(shape($0.shapeB))" })
         let md = r.metadata
-        list("metadata differences", md.onlyInA.map { "only in A: \($0)" } + md.onlyInB.map { "only in B: \($0)" } + md.changed.map { "changed: \($0)" })
+        list("metadata differences", md.onlyInA.map { "only in A: \(name($0))" } + md.onlyInB.map { "only in B: \(name($0))" }
+             + md.changed.map { "changed: \(name($0))" })
 
         if !r.groups.isEmpty && !changed.isEmpty {
             line()
-            line(row(["group", "tensors", "changed", "rel change", "max |A-B|", "mean |A-B|", "cosine"], [28, 8, 8, 11, 11, 11, 10]))
+            let widths = [28, 8, 8, 11, 11, 11, 10]
+            line(row(["group", "tensors", "changed", "rel change", "max |A-B|", "mean |A-B|", "cosine"], widths, firstLeft: true))
             for g in r.groups {
-                line(row([g.group, "\(g.tensors)", "\(g.changed)", num(g.relativeChange), num(g.maxAbsDiff), num(g.meanAbsDiff), cos(g.cosine)],
-                         [28, 8, 8, 11, 11, 11, 10]))
+                line(row([name(g.group), "\(g.tensors)", "\(g.changed)", relative(g.relativeChange), Format.statistic(g.maxAbsDiff),
+                          Format.statistic(g.meanAbsDiff), Format.cosine(g.cosine)], widths, firstLeft: true))
             }
         }
         let topList = r.topChanged(top)
         if !topList.isEmpty {
             line()
             line("top \(topList.count) changed tensors (of \(changed.count)):")
-            line(row(["rel change", "max |A-B|", "mean |A-B|", "cosine", "differing", "nan/inf A/B", "  tensor"], [10, 11, 11, 10, 12, 12, 0]))
+            let widths = [10, 11, 11, 10, 12, 12, 0]
+            line(row(["rel change", "max |A-B|", "mean |A-B|", "cosine", "differing", "nan/inf A/B", "  tensor"], widths))
             for t in topList {
                 let nf = t.nanA + t.nanB + t.infA + t.infB > 0 ? "\(t.nanA + t.infA)/\(t.nanB + t.infB)" : "-"
-                line(row([num(t.relativeChange), num(t.maxAbsDiff), num(t.meanAbsDiff), cos(t.cosine),
-                          "\(t.differing)", nf, "  " + t.name], [10, 11, 11, 10, 12, 12, 0]))
+                line(row([relative(t.relativeChange), Format.statistic(t.maxAbsDiff), Format.statistic(t.meanAbsDiff),
+                          Format.cosine(t.cosine), "\(t.differing)", nf, "  " + name(t.name)], widths))
             }
         }
         if let l = r.lora {
             line()
             for a in l.adapters {
-                line("lora \(a.path) x\(a.ratio): \(a.mapped) of \(a.modules) modules mapped onto A")
-                for s in a.notMapped.prefix(limit) { line("  not mapped: \(s)") }
+                line("lora \(name(a.path)) x\(Format.shortest(a.ratio)): \(a.mapped) of \(a.modules) modules mapped onto A")
+                for s in a.notMapped.prefix(limit) { line("  not mapped: \(name(s))") }
                 if a.notMapped.count > limit { line("  ... and \(a.notMapped.count - limit) more") }
             }
-            line("explained (residual <= \(l.tolerance)): \(l.explained.count) tensors")
+            let tolerance = Format.shortest(l.tolerance)
+            line("explained (residual <= \(tolerance)): \(l.explained.count) tensors")
             let byName = Dictionary(r.tensors.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
             let residuals = l.explained.compactMap { byName[$0]?.lora?.residual }
-            if let worst = residuals.max() { line("  worst residual \(num(worst))") }
-            list("partially explained (residual > \(l.tolerance))", l.partiallyExplained.map { n in
-                "\(n): residual \(num(byName[n]?.lora?.residual))"
+            if let worst = residuals.max() { line("  worst residual \(Format.statistic(worst))") }
+            list("partially explained (residual > \(tolerance))", l.partiallyExplained.map { n in
+                "\(name(n)): residual \(relative(byName[n]?.lora?.residual))"
             })
-            list("changed but not explained by any module", l.unexplained)
-            list("targeted by a module but unchanged", l.unchanged)
-            list("targeted by a module but not compared", l.notCompared)
+            list("changed but not explained by any module", l.unexplained.map(name))
+            list("targeted by a module but unchanged", l.unchanged.map(name))
+            list("targeted by a module but not compared", l.notCompared.map(name))
         }
         line()
         line(r.isIdentical ? "identical" : "different")
         return out
     }
 
-    func row(_ cells: [String], _ widths: [Int]) -> String {
+    /// Right-aligned cells of the given widths; a width of 0 is a free-width last column.
+    /// With `firstLeft`, the first column is left-aligned (and may overflow by its length).
+    func row(_ cells: [String], _ widths: [Int], firstLeft: Bool = false) -> String {
         var s = ""
         for (i, c) in cells.enumerated() {
             let w = widths[i]
-            if w == 0 { s += c }  // last, free-width column
-            else if i == 0 && cells.count == 7 && widths[0] == 28 { s += c.count >= w ? c + " " : c.padding(w) }
-            else { s += String(repeating: " ", count: max(1, w - c.count)) + c }
+            if w == 0 {
+                s += c
+            } else if i == 0 && firstLeft {
+                s += c.count >= w ? c + " " : c.padding(w)
+            } else {
+                s += String(repeating: " ", count: max(1, w - c.count)) + c
+            }
         }
         return s
     }
 
-    func num(_ v: Double?) -> String {
-        guard let v else { return "inf" }
-        if v == 0 { return "0" }
-        return sci(v)
-    }
-
-    func cos(_ v: Double?) -> String {
-        guard let v else { return "-" }
-        // Cosines close to 1 matter in their last digits: show 1 - cos when it is tiny.
-        if v == 1 { return "1" }
-        if v > 0.9999 { return "1-" + sci(1 - v) }
-        return String(format4: v)
-    }
-
-    /// Three significant digits in scientific notation, without Foundation.
-    func sci(_ v: Double) -> String {
-        guard v.isFinite else { return "\(v)" }
-        if v == 0 { return "0" }
-        var e = Int((v.magnitude).log10Floor)
-        var m = v / pow10(e)
-        if m.magnitude >= 9.995 { e += 1; m = v / pow10(e) }
-        if e >= -2 && e <= 3 { return String(format4: v) }
-        let r = (m * 100).rounded() / 100
-        let whole = Int(r)
-        let frac = Int(((r.magnitude - Double(whole.magnitude)) * 100).rounded())
-        return "\(whole).\(frac < 10 ? "0" : "")\(frac)e\(e)"
-    }
-
-    func pow10(_ e: Int) -> Double {
-        var p = 1.0
-        if e >= 0 { for _ in 0..<e { p *= 10 } } else { for _ in 0..<(-e) { p /= 10 } }
-        return p
-    }
-}
-
-extension Double {
-    /// floor(log10(self)) for a positive finite value, by repeated scaling.
-    var log10Floor: Int {
-        var v = self, e = 0
-        while v >= 10 { v /= 10; e += 1 }
-        while v < 1 { v *= 10; e -= 1 }
-        return e
-    }
-}
-
-extension String {
-    /// A number with four significant decimals, without Foundation.
-    init(format4 v: Double) {
-        guard v.isFinite else { self = "\(v)"; return }
-        let r = (v * 10000).rounded()
-        let whole = Int(r / 10000)
-        var frac = String(Int((r - Double(whole) * 10000).magnitude))
-        while frac.count < 4 { frac = "0" + frac }
-        self = "\(r < 0 && whole == 0 ? "-" : "")\(whole).\(frac)"
-    }
+    /// A relative change ||B-A|| / ||A||; nil (A all zero, B not) is an infinite change.
+    func relative(_ v: Double?) -> String { Format.statistic(v ?? .infinity) }
 }

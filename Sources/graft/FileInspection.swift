@@ -74,7 +74,7 @@ struct FileInspection: Encodable {
         if let c = report.checkpoint {
             field("kind:", "\(c.architectureName) checkpoint")
             if !c.evidence.isEmpty && verbose { field("evidence:", c.evidence.joined(separator: "; ")) }
-            let comps = c.components.map { "\($0.component.rawValue) \($0.tensorCount) tensors, \(formatCount($0.parameterCount)) params" }
+            let comps = c.components.map { "\($0.component.rawValue) \($0.tensorCount) tensors, \(Format.count($0.parameterCount)) params" }
             if !comps.isEmpty { field("components:", comps.joined(separator: "; ")) }
         } else if let a = report.adapter {
             let tucker = a.hasTucker ? " (Tucker)" : ""
@@ -89,14 +89,14 @@ struct FileInspection: Encodable {
             field("layers:", a.layerTypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             if !a.ranks.isEmpty { field("rank:", distribution(a.ranks.map { ("\($0.value)", $0.count) })) }
             if !a.convRanks.isEmpty { field("conv rank:", distribution(a.convRanks.map { ("\($0.value)", $0.count) })) }
-            if !a.alphas.isEmpty { field("alpha:", distribution(a.alphas.map { (trimNumber($0.value), $0.count) })) }
-            if !a.convAlphas.isEmpty { field("conv alpha:", distribution(a.convAlphas.map { (trimNumber($0.value), $0.count) })) }
+            if !a.alphas.isEmpty { field("alpha:", distribution(a.alphas.map { (Format.shortest($0.value), $0.count) })) }
+            if !a.convAlphas.isEmpty { field("conv alpha:", distribution(a.convAlphas.map { (Format.shortest($0.value), $0.count) })) }
             if a.alphasRead && a.alphas.isEmpty && a.convAlphas.isEmpty { field("alpha:", "none stored (alpha = rank)") }
             let t = a.training
             var training: [String] = []
             if let v = t.networkModule { training.append("module \(v)") }
             if let v = t.networkDim { training.append("dim \(v)") }
-            if let v = t.networkAlpha { training.append("alpha \(trimNumber(v))") }
+            if let v = t.networkAlpha { training.append("alpha \(Format.shortest(v))") }
             if let v = t.networkArgs, !v.isEmpty { training.append("args " + v.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")) }
             if let v = t.baseModelVersion { training.append("base \(v)") }
             if let v = t.resolution { training.append("resolution \(v)") }
@@ -110,10 +110,10 @@ struct FileInspection: Encodable {
                 for i in a.issues.prefix(verbose ? Int.max : 10) { line("    " + displayable("\(i.module): \(i.message)")) }
             }
         }
-        field("tensors:", "\(report.tensorCount), \(formatCount(report.parameterCount)) parameters")
+        field("tensors:", "\(report.tensorCount), \(Format.count(report.parameterCount)) parameters")
         field("dtypes:", report.dtypes.sorted { $0.key < $1.key }
-            .map { "\($0.key) \($0.value) (\(formatBytes(bytesByDType[$0.key] ?? 0)))" }.joined(separator: ", "))
-        field("size:", "\(formatBytes(fileBytes)), header \(formatBytes(headerBytes + 8))")
+            .map { "\($0.key) \($0.value) (\(Format.bytes(bytesByDType[$0.key] ?? 0)))" }.joined(separator: ", "))
+        field("size:", "\(Format.bytes(fileBytes)), header \(Format.bytes(headerBytes))")
 
         if !fullMetadata.isEmpty {
             line("metadata (\(fullMetadata.count) keys):")
@@ -123,7 +123,7 @@ struct FileInspection: Encodable {
                 if showAll {
                     line("  \(key): \(value)")
                 } else if let s = report.metadataSummaries[rawKey] {
-                    var desc = "<\(formatBytes(s.byteCount))"
+                    var desc = "<\(Format.bytes(s.byteCount))"
                     if let k = s.jsonKind { desc += " JSON \(k)" }
                     if let n = s.entryCount { desc += ", \(n) entries" }
                     if let n = s.nestedEntryCount { desc += ", \(n) nested" }
@@ -140,7 +140,7 @@ struct FileInspection: Encodable {
                 var row = "  " + displayable(m.name).padding(width) + "  " + m.component.rawValue.padding(5)
                     + "  " + m.kind.rawValue.padding(5) + "  " + m.layer.padding(8)
                 if let r = m.rank { row += "  rank \(r)" }
-                if let a = m.alpha { row += "  alpha \(trimNumber(a))" }
+                if let a = m.alpha { row += "  alpha \(Format.shortest(a))" }
                 if m.tucker { row += "  tucker" }
                 if let axis = m.doraAxis { row += "  dora(\(axis))" }
                 line(row)
@@ -154,10 +154,11 @@ struct FileInspection: Encodable {
             for s in statistics ?? [] { statsByName[s.name] = s }
             for (t, name) in zip(tensors, names) {
                 var row = "  " + name.padding(width) + "  " + t.dtype.rawValue.padding(5) + "  "
-                    + "[\(t.shape.map(String.init).joined(separator: ", "))]".padding(22) + "  " + formatBytes(t.byteCount)
+                    + "[\(t.shape.map(String.init).joined(separator: ", "))]".padding(22) + "  " + Format.bytes(t.byteCount)
                 if let s = statsByName[t.name] {
                     if let mn = s.min, let mx = s.max, let mean = s.mean, let std = s.std, let am = s.absMean {
-                        row += "  min \(fmt(mn)) max \(fmt(mx)) mean \(fmt(mean)) std \(fmt(std)) |x| \(fmt(am))"
+                        row += "  min \(Format.statistic(mn)) max \(Format.statistic(mx)) mean \(Format.statistic(mean))"
+                            + " std \(Format.statistic(std)) |x| \(Format.statistic(am))"
                     }
                     if s.nanCount > 0 { row += "  nan \(s.nanCount)" }
                     if s.positiveInfinityCount + s.negativeInfinityCount > 0 {
@@ -169,7 +170,6 @@ struct FileInspection: Encodable {
         }
         return out
     }
-
 }
 
 /// A name or metadata text made safe for one terminal line: control characters
@@ -197,34 +197,6 @@ private func isControl(_ u: Unicode.Scalar) -> Bool {
 func distribution(_ values: [(String, Int)]) -> String {
     if values.count == 1 { return values[0].0 }
     return values.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")
-}
-
-func trimNumber(_ v: Double) -> String {
-    v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(v)
-}
-
-func formatCount(_ n: Int) -> String {
-    let v = Double(n)
-    if v >= 1e9 { return "\(String(format1: v / 1e9))B" }
-    if v >= 1e6 { return "\(String(format1: v / 1e6))M" }
-    if v >= 1e3 { return "\(String(format1: v / 1e3))K" }
-    return "\(n)"
-}
-
-/// A short scientific-ish rendering for statistics columns.
-func fmt(_ v: Double) -> String {
-    if v == 0 { return "0" }
-    let a = abs(v)
-    if a >= 0.001 && a < 10000 {
-        let scaled = (v * 10000).rounded() / 10000
-        return String(scaled)
-    }
-    var e = 0
-    var m = a
-    while m >= 10 { m /= 10; e += 1 }
-    while m < 1 { m *= 10; e -= 1 }
-    let mr = (m * 100).rounded() / 100
-    return "\(v < 0 ? "-" : "")\(mr)e\(e)"
 }
 
 extension String {

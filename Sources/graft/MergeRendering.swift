@@ -8,7 +8,7 @@ extension MergePlan {
         var out = "plan: merge \(adapters.count) adapter(s) into \(displayable(checkpointPath)) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
         for a in adapters {
             let counts = a.analysis.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
-            out += "  \(displayable(a.path)) x\(a.ratio): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
+            out += "  \(displayable(a.path)) x\(Format.shortest(a.ratio)): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
             let kinds = Dictionary(grouping: a.merged, by: \.kind).sorted { $0.key < $1.key }
                 .map { "\($0.value.count) \($0.key.rawValue)" }.joined(separator: ", ")
             out += "    merged: \(a.merged.count) modules (\(kinds))\n"
@@ -30,7 +30,7 @@ extension MergePlan {
             }
         }
         let c = counts
-        out += "output: \(execution.tensors.count) tensors: \(c.merged) updated, \(c.converted) converted, \(c.copied) copied; \(formatBytes(outputBytes))\n"
+        out += "output: \(execution.tensors.count) tensors: \(c.merged) updated, \(c.converted) converted, \(c.copied) copied; \(Format.bytes(outputBytes))\n"
         return out
     }
 
@@ -54,7 +54,7 @@ extension MergePlan {
         let modules = adapters.reduce(0) { $0 + $1.merged.count }
         let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
         let gflops = r.flops / max(r.seconds, 1e-9) / 1e9
-        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(displayable(output)): \(r.tensorsMerged) tensors updated, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(formatBytes(r.bytesWritten)) in \(String(format1: r.seconds)) s (\(String(format1: gbs)) GB/s, \(String(format1: gflops)) GFLOP/s, \(r.threads) threads)"
+        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(displayable(output)): \(r.tensorsMerged) tensors updated, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(Format.bytes(r.bytesWritten)) in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(Format.fixed(gflops, decimals: 1)) GFLOP/s, \(r.threads) threads)"
     }
 
     func reportJSON(execution r: ExecutionReport?, output: String?) -> MergeReportJSON {

@@ -33,31 +33,12 @@ final class ProgressBar: @unchecked Sendable {
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
         let rate = Double(done) / max(t - start, 1e-6) / 1e9
-        let line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(formatBytes(done))/\(formatBytes(total)) \(String(format1: rate)) GB/s"
+        let line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(Format.bytes(done))/\(Format.bytes(total)) \(Format.fixed(rate, decimals: 1)) GB/s"
         writeStderr(line)
     }
 
     func finish() {
         guard enabled else { return }
         writeStderr("\r\u{1B}[K")
-    }
-}
-
-func formatBytes(_ n: Int) -> String {
-    let units = ["B", "KB", "MB", "GB", "TB"]
-    var v = Double(n)
-    var i = 0
-    while v >= 1000 && i < units.count - 1 { v /= 1000; i += 1 }
-    return i == 0 ? "\(n) B" : "\(String(format1: v)) \(units[i])"
-}
-
-extension String {
-    /// A number with one decimal, without Foundation.
-    init(format1 v: Double) {
-        guard v.isFinite else { self = "\(v)"; return }
-        let r = (v * 10).rounded() / 10
-        let whole = Int(r)
-        let frac = Int(((r - Double(whole)) * 10).rounded().magnitude)
-        self = "\(r < 0 && whole == 0 ? "-" : "")\(whole).\(frac)"
     }
 }

@@ -183,3 +183,92 @@ struct DiffCLITests {
         #expect(r.stdout.contains("identical"))
     }
 }
+
+/// Writes F32 tensors with FileLayout and Foundation only (names may hold any character).
+private func writePlain(_ tensors: [(String, [Float])], metadata: [String: String]? = nil, to url: URL) throws {
+    let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: .F32, shape: [UInt64($0.1.count)]) },
+                                metadata: metadata)
+    var bytes = layout.headerBytes
+    for t in layout.tensors {
+        let values = tensors.first { $0.0 == t.name }!.1
+        bytes += values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+    }
+    try Data(bytes).write(to: url)
+}
+
+@Suite("DiffCLITests: names from files and --filter")
+struct DiffHostileCLITests {
+    /// A name that would colour the terminal red and forge a line of output (review §4 #12).
+    static let evil = "evil\u{1B}[31mRED\nfake line"
+
+    @Test("tensor names and metadata keys with ESC and newline are escaped in every text section")
+    func hostileNames() throws {
+        let dir = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fa = dir.appendingPathComponent("a.safetensors"), fb = dir.appendingPathComponent("b.safetensors")
+        try writePlain([(Self.evil, [1, 2, 3]), ("onlyA\u{1B}]0;title\u{07}", [1]), ("w", [1, 2])],
+                       metadata: ["key\u{1B}[2J": "x"], to: fa)
+        try writePlain([(Self.evil, [1, 2, 4]), ("w\ronlyB", [5]), ("w", [1, 2])], metadata: ["key\u{1B}[2J": "y"], to: fb)
+        for extra in [[], ["-v"]] {
+            let r = try CLI.run(["diff", fa.path, fb.path] + extra)
+            #expect(r.status == 1, "\(r.stderr)")
+            #expect(!r.stdout.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "a control character reached stdout")
+            #expect(!r.stdout.unicodeScalars.contains { (0x7F...0x9F).contains($0.value) })
+            let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(!lines.contains { $0.hasPrefix("fake line") }, "a forged line")
+            #expect(r.stdout.contains("evil\\u{1b}[31mRED\\nfake line"), "\(r.stdout)")
+            #expect(r.stdout.contains("onlyA\\u{1b}]0;title\\u{7}"))
+            #expect(r.stdout.contains("w\\ronlyB"))
+            #expect(r.stdout.contains("changed: key\\u{1b}[2J"))
+        }
+    }
+
+    @Test("--filter that matches no tensor in either file is an error (exit 2), alone or among others")
+    func filterMatchingNothing() throws {
+        let dir = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fa = dir.appendingPathComponent("a.safetensors"), fb = dir.appendingPathComponent("b.safetensors")
+        try writePlain([("unet.w", [1, 2]), ("vae.w", [3])], to: fa)
+        try writePlain([("unet.w", [1, 2]), ("te.only_in_b", [3])], to: fb)
+
+        let none = try CLI.run(["diff", fa.path, fb.path, "--filter", "vae"])
+        #expect(none.status == 2, "\(none.stdout)")
+        #expect(none.stdout.isEmpty)
+        #expect(none.stderr == "graft: error: --filter 'vae' matches no tensor in either file\n", "\(none.stderr)")
+
+        // One glob of several matching nothing fails too, and names only the culprits.
+        let some = try CLI.run(["diff", fa.path, fb.path, "--filter", "unet.*", "--filter", "tx*", "--filter", "x?"])
+        #expect(some.status == 2)
+        #expect(some.stderr == "graft: error: --filter 'tx*', 'x?' match no tensor in either file\n", "\(some.stderr)")
+
+        // A glob that matches on one side only is fine (it is then a key-set difference).
+        #expect(try CLI.run(["diff", fa.path, fb.path, "--filter", "unet.*"]).status == 0)
+        #expect(try CLI.run(["diff", fa.path, fb.path, "--filter", "te.*"]).status == 1)
+        #expect(try CLI.run(["diff", fa.path, fb.path, "--filter", "vae.*", "--json"]).status == 1)
+    }
+}
+
+@Suite("names from files in other commands' text output")
+struct HostileNamesCLITests {
+    @Test("convert -v and list escape a tensor name with ESC and newline")
+    func convertAndList() throws {
+        let dir = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = dir.appendingPathComponent("in.safetensors"), output = dir.appendingPathComponent("out.safetensors")
+        try writePlain([(DiffHostileCLITests.evil, [1, 2, 3]), ("keep\u{1B}[1m", [4])], to: input)
+        let runs = [
+            try CLI.run(["convert", input.path, "-o", output.path, "--dtype", "fp16", "--keep", "keep*", "-v"]),
+            try CLI.run(["list", input.path]),
+        ]
+        #expect(runs[0].stdout.contains("  kept keep\\u{1b}[1m\n"), "\(runs[0].stdout)")
+        #expect(runs[1].stdout.contains("evil\\u{1b}[31mRED\\nfake line"), "\(runs[1].stdout)")
+        for r in runs {
+            #expect(r.status == 0, "\(r.stderr)")
+            for text in [r.stdout, r.stderr] {
+                #expect(!text.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value) },
+                        "a control character reached the terminal: \(text)")
+                #expect(!text.split(separator: "\n").contains { $0.hasPrefix("fake line") })
+            }
+        }
+    }
+}

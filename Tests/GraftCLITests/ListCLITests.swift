@@ -430,10 +430,12 @@ struct StatsListCLITests {
 
     struct Expected {
         var count = 0, nan = 0, pinf = 0, ninf = 0
-        var min = Double.infinity, max = -Double.infinity, sum = 0.0, sumSq = 0.0, sumAbs = 0.0
+        var min = Double.infinity, max = -Double.infinity, sum = 0.0, sumAbs = 0.0
+        var values: [Double] = []
         var finite: Double { Double(count - nan - pinf - ninf) }
         var mean: Double { sum / finite }
-        var std: Double { (sumSq / finite - mean * mean).squareRoot() }
+        /// Two passes (not sum_sq/n - mean^2, which cancels for a large mean).
+        var std: Double { (values.reduce(0.0) { $0 + ($1 - mean) * ($1 - mean) } / finite).squareRoot() }
         var absMean: Double { sumAbs / finite }
         mutating func add(_ v: Double) {
             count += 1
@@ -441,7 +443,7 @@ struct StatsListCLITests {
             if v == .infinity { pinf += 1; return }
             if v == -.infinity { ninf += 1; return }
             min = Swift.min(min, v); max = Swift.max(max, v)
-            sum += v; sumSq += v * v; sumAbs += abs(v)
+            sum += v; sumAbs += abs(v); values.append(v)
         }
     }
 
@@ -511,8 +513,35 @@ struct StatsListCLITests {
             let r = try runGraft(["list", path, "--stats"])
             #expect(r.status == 0)
             let row = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("  special ") })
-            #expect(row.contains("min -2.0 max 3.5"), "\(row)")
+            #expect(row.contains("min -2.0000 max 3.5000"), "\(row)")
             #expect(row.contains("nan 2") && row.contains("inf 3"), "\(row)")
+        }
+    }
+
+    /// `list --stats` printed "10.0e-5" (its own formatter missed the 9.995 roll-over)
+    /// and std 6.11e-4 for fp32 1000 +- 1e-3 (review §4 #21).
+    @Test("--stats text: 9.9996e-5 prints as 1.00e-4, and a tiny spread around 1000 keeps its std")
+    func statsText() throws {
+        try withListDirectory { dir in
+            let path = dir.appendingPathComponent("hard.safetensors").path
+            let wide = (0..<4096).map { Float($0 % 2 == 0 ? 1000 - 1e-3 : 1000 + 1e-3) }
+            let tensors: [(String, DType, [UInt64], [UInt8])] = [
+                ("tiny", .F64, [], withUnsafeBytes(of: Double(9.9996e-5).bitPattern.littleEndian, Array.init)),
+                ("wide", .F32, [4096], wide.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }),
+            ]
+            let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) },
+                                        metadata: nil)
+            var bytes = layout.headerBytes
+            for t in layout.tensors { bytes += tensors.first { $0.0 == t.name }!.3 }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let r = try runGraft(["list", path, "--stats"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let lines = r.stdout.split(separator: "\n")
+            let tiny = try #require(lines.first { $0.hasPrefix("  tiny ") })
+            #expect(tiny.contains("min 1.00e-4 max 1.00e-4 mean 1.00e-4 std 0 |x| 1.00e-4"), "\(tiny)")
+            let wideRow = try #require(lines.first { $0.hasPrefix("  wide ") })
+            // fp32 1000 +- 1e-3 is 1000 -+ 9.765625e-4: std 9.77e-4 (the old formula said 6.11e-4).
+            #expect(wideRow.contains("mean 1000.0000 std 9.77e-4"), "\(wideRow)")
         }
     }
 
@@ -603,7 +632,7 @@ private let malformedCases: [(rule: String, bytes: [UInt8], tensor: String?)] = 
     ("hole", rawFile([entry("a", "U8", [1], 0, 1), entry("b", "U8", [1], 2, 3)], dataCount: 3), "b"),
     ("overlap", rawFile([entry("a", "U8", [2], 0, 2), entry("b", "U8", [2], 1, 3)], dataCount: 3), "b"),
     ("trailing-bytes", rawFile([entry("a", "U8", [1], 0, 1)], dataCount: 2), nil),
-    ("truncated-data", rawFile([entry("a", "F32", [4], 0, 16)], dataCount: 10), "a"),
+    ("truncated-data", rawFile([entry("a", "F32", [4], 0, 16)], dataCount: 10), nil),
     ("overflowing-shape", rawFile([entry("a", "U8", [1 << 62, 1 << 62], 0, 0)], dataCount: 0), "a"),
     ("misaligned-f4", rawFile([entry("a", "F4", [3], 0, 2)], dataCount: 2), "a"),
     ("size-mismatch", rawFile([entry("a", "F16", [3], 0, 4)], dataCount: 4), "a"),
@@ -651,6 +680,54 @@ struct MalformedListCLITests {
                 #expect(r.stderrLines.count == 1 && r.stderr.hasPrefix("graft: error: \(path)"), "\(r.stderr)")
                 #expect(r.stdout.isEmpty)
             }
+        }
+    }
+
+    /// The three most common "bad file" cases of the field got "header length 85966670672
+    /// exceeds the limit" (newcomer report rows 26-27).
+    @Test("a .ckpt, an HTML page, a git-lfs pointer, a JSON error, a truncated download, a diffusers folder: said so")
+    func notSafeTensors() throws {
+        try withListDirectory { dir in
+            let header = Array(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#.utf8)
+            let files: [(String, [UInt8], String)] = [
+                ("model.ckpt", [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00] + Array(repeating: 0, count: 18)
+                    + [16, 0, 0, 0] + Array("archive/data.pkl".utf8) + Array(repeating: 0, count: 100),
+                 "not a safetensors file: looks like a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive holding data.pkl); convert it"),
+                ("page.safetensors", Array("<!DOCTYPE html>\n<html><body>Please log in</body></html>".utf8),
+                 "not a safetensors file: looks like an HTML page (a failed download?"),
+                ("lfs.safetensors", Array("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 123\n".utf8),
+                 "not a safetensors file: looks like a git-lfs pointer, not the file it points to of 123 bytes (run `git lfs pull`"),
+                ("error.safetensors", Array(#"{"error":"Repository not found"}"#.utf8),
+                 #"not a safetensors file: looks like a JSON document, not a model (an error response from a model hub?): {"error":"Repository not found"}"#),
+                ("cut.safetensors", rawFile(header, data: Array(repeating: 0, count: 6)),
+                 "file is truncated: 10 bytes missing (incomplete download?)"),
+            ]
+            for (name, bytes, message) in files {
+                let path = dir.appendingPathComponent(name).path
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                let r = try runGraft(["list", path])
+                #expect(r.status == 2, "\(name): \(r.stderr)")
+                #expect(r.stderrLines.count == 1 && r.stderr.hasPrefix("graft: error: \(path) at byte "), "\(r.stderr)")
+                #expect(r.stderr.contains(": " + message), "\(name): \(r.stderr)")
+            }
+            let folder = dir.appendingPathComponent("sdxl-diffusers")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try Data("{}".utf8).write(to: folder.appendingPathComponent("model_index.json"))
+            let r = try runGraft(["list", folder.path])
+            #expect(r.status == 2)
+            #expect(r.stderr.hasPrefix("graft: error: \(folder.path): not a safetensors file: a diffusers folder"), "\(r.stderr)")
+        }
+    }
+
+    @Test("the text's header size is the JSON's header_bytes (review §4 #13: 8 vs 16)")
+    func headerSize() throws {
+        try withListDirectory { dir in
+            let path = dir.appendingPathComponent("empty.safetensors").path
+            try Data(rawFile(Array("{}      ".utf8))).write(to: URL(fileURLWithPath: path))
+            let d = try listJSON([path])
+            #expect(d["header_bytes"] as? Int == 8)
+            let r = try runGraft(["list", path])
+            #expect(r.stdout.contains("size:       16 B, header 8 B\n"), "\(r.stdout)")
         }
     }
 

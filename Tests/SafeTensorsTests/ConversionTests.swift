@@ -166,7 +166,6 @@ fileprivate func sampleF32Bits(_ n: Int, seed: UInt64) -> [UInt32] {
 
 @Suite(.serialized)
 struct ConversionTests {
-
     static let knownF32toF16: [(UInt32, UInt16)] = [
         // from numpy 2.4 astype(np.float16) on this machine
         (0x7F80_0001, 0x7C01), (0x7FC0_0000, 0x7E00), (0x7F80_2000, 0x7C01), (0x7FA0_0000, 0x7D00),
@@ -479,30 +478,68 @@ struct ConversionTests {
 
     // MARK: Statistics
 
-    /// Emulates the kernel's fixed order: element i in lane i % 16, lanes folded 0...15.
-    static func refStats(_ x: [Float]) -> gk_stats {
-        var s = [Double](repeating: 0, count: 16), q = s, a = s
-        var nan: UInt64 = 0, pinf: UInt64 = 0, ninf: UInt64 = 0
-        var mn = Float.infinity, mx = -Float.infinity
-        for (i, v) in x.enumerated() {
+    /// The oracle: counts, min/max and a two-pass mean and M2 over the finite values,
+    /// in double with a compensated (Neumaier) sum for the mean.
+    static func refStats(_ x: [Double]) -> (count: Int, nan: Int, pinf: Int, ninf: Int, min: Double, max: Double,
+                                            mean: Double, m2: Double, sumAbs: Double) {
+        var nan = 0, pinf = 0, ninf = 0, n = 0
+        var mn = Double.infinity, mx = -Double.infinity
+        var sum = 0.0, comp = 0.0, sumAbs = 0.0
+        for v in x {
             if v.isNaN { nan += 1; continue }
             if v.isInfinite { if v > 0 { pinf += 1 } else { ninf += 1 }; continue }
-            let d = Double(v)
-            s[i % 16] += d; q[i % 16] += d * d; a[i % 16] += abs(d)
-            mn = min(mn, v); mx = max(mx, v)
+            n += 1
+            mn = min(mn, v); mx = max(mx, v); sumAbs += abs(v)
+            let t = sum + v
+            comp += abs(sum) >= abs(v) ? (sum - t) + v : (v - t) + sum
+            sum = t
         }
-        var st = gk_stats()
-        st.count = UInt64(x.count); st.nan_count = nan; st.pinf_count = pinf; st.ninf_count = ninf
-        st.min = Double(mn); st.max = Double(mx)
-        for l in 0..<16 { st.sum += s[l]; st.sum_sq += q[l]; st.sum_abs += a[l] }
-        return st
+        let mean = n > 0 ? (sum + comp) / Double(n) : 0
+        var m2 = 0.0
+        for v in x where v.isFinite { m2 += (v - mean) * (v - mean) }
+        return (x.count, nan, pinf, ninf, mn, mx, mean, m2, sumAbs)
     }
 
+    /// Every field, bit for bit.
     static func statsEqual(_ a: gk_stats, _ b: gk_stats) -> Bool {
         a.count == b.count && a.nan_count == b.nan_count && a.pinf_count == b.pinf_count &&
-            a.ninf_count == b.ninf_count && a.min == b.min && a.max == b.max &&
-            a.sum.bitPattern == b.sum.bitPattern && a.sum_sq.bitPattern == b.sum_sq.bitPattern &&
-            a.sum_abs.bitPattern == b.sum_abs.bitPattern
+            a.ninf_count == b.ninf_count && a.min.bitPattern == b.min.bitPattern && a.max.bitPattern == b.max.bitPattern &&
+            a.mean.bitPattern == b.mean.bitPattern && a.m2.bitPattern == b.m2.bitPattern &&
+            a.sum_abs.bitPattern == b.sum_abs.bitPattern && a.sum_sq.bitPattern == b.sum_sq.bitPattern
+    }
+
+    /// Checks the kernel's result against the oracle: counts and extremes exact, the mean
+    /// to 1e-12 of the spread-and-magnitude scale, the standard deviation to 1e-9 relative
+    /// (or 64 ulps of the mean).
+    static func expectClose(_ st: gk_stats, _ x: [Double], _ context: String,
+                            sourceLocation: SourceLocation = #_sourceLocation) {
+        let r = refStats(x)
+        #expect(Int(st.count) == r.count && Int(st.nan_count) == r.nan && Int(st.pinf_count) == r.pinf
+                    && Int(st.ninf_count) == r.ninf, "\(context): counts", sourceLocation: sourceLocation)
+        #expect(st.min == r.min && st.max == r.max, "\(context): min/max \(st.min) \(st.max)", sourceLocation: sourceLocation)
+        let finite = Double(r.count - r.nan - r.pinf - r.ninf)
+        guard finite > 0 else {
+            #expect(st.mean == 0 && st.m2 == 0, "\(context): empty moments", sourceLocation: sourceLocation)
+            return
+        }
+        let std = (st.m2 / finite).squareRoot(), refStd = (r.m2 / finite).squareRoot()
+        #expect(abs(st.mean - r.mean) <= 1e-12 * (abs(r.mean) + refStd), "\(context): mean \(st.mean) vs \(r.mean)",
+                sourceLocation: sourceLocation)
+        // Values near the mean are only resolved to ulp(mean), so a spread of a few
+        // thousand ulps is itself known to a few digits: allow 1e-9 relative or 64 ulps
+        // of the mean. sum_sq/n - mean^2 is off by about sqrt(eps) * |mean| (1e-5 at 1000).
+        #expect(abs(std - refStd) <= 1e-9 * refStd + 64 * abs(r.mean).ulp, "\(context): std \(std) vs \(refStd)",
+                sourceLocation: sourceLocation)
+        #expect(abs(st.sum_abs - r.sumAbs) <= 1e-12 * r.sumAbs, "\(context): sum |x|", sourceLocation: sourceLocation)
+    }
+
+    /// A large mean with a tiny spread (the case sum_sq/n - mean^2 gets wrong), with
+    /// NaN, +inf and -inf sprinkled in.
+    static func hardSample(_ n: Int, mean: Float, spread: Float, seed: UInt64) -> [Float] {
+        var g = SplitMix64(seed: seed)
+        var x = (0..<n).map { _ in mean + spread * (Float(g.next() % 2_000_001) / 1_000_000 - 1) }
+        for i in stride(from: 5, to: n, by: 89) { x[i] = [.nan, .infinity, -.infinity][i % 3] }
+        return x
     }
 
     static func statsSample(_ n: Int, seed: UInt64) -> [Float] {
@@ -512,15 +549,18 @@ struct ConversionTests {
         return x
     }
 
-    @Test(arguments: [0, 1, 15, 16, 17, 100, 4096, 4097, 100_003])
+    @Test("stats: every CPU level gives the same bits, close to a two-pass oracle",
+          arguments: [0, 1, 15, 16, 17, 100, 2047, 2048, 2049, 4096, 4097, 100_003])
     func statsMatchReference(n: Int) {
         let x = Self.statsSample(n, seed: UInt64(n) + 5)
-        let expected = Self.refStats(x)
+        var first: gk_stats?
         for level in allLevels {
             withLevel(level) {
                 var st = gk_stats()
                 gk_stats_f32(x, n, &st)
-                #expect(Self.statsEqual(st, expected), "level \(level) n \(n): \(st) vs \(expected)")
+                if let first { #expect(Self.statsEqual(st, first), "level \(level) n \(n): \(st) vs \(first)") }
+                first = first ?? st
+                Self.expectClose(st, x.map(Double.init), "level \(level) n \(n)")
                 // typed f16 input == stats of the converted values
                 let h = convertArray(x, .F32, .F16, as: UInt16.self, zero: 0)
                 let back = convertArray(h, .F16, .F32, as: Float.self, zero: 0)
@@ -529,6 +569,60 @@ struct ConversionTests {
                 #expect(h.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F16), n, &got16) } == 0)
                 #expect(Self.statsEqual(got16, ref16))
             }
+        }
+    }
+
+    /// fp32 1000 +- 1e-3 gave std 6.11e-4 (true 1.00e-3) when std came from sum_sq/n - mean^2.
+    @Test("stats: a large mean with a tiny spread keeps its digits, for every dtype and CPU level",
+          arguments: [(Float(1000), Float(1e-3)), (1, 1e-4), (-3e4, 0.01), (0.5, 1e-7)] as [(Float, Float)])
+    func statsLargeMeanTinySpread(mean: Float, spread: Float) {
+        for n in [33, 2048 + 17, 50_001] {
+            let x = Self.hardSample(n, mean: mean, spread: spread, seed: UInt64(n))
+            let h = convertArray(x, .F32, .F16, as: UInt16.self, zero: 0)
+            let b = convertArray(x, .F32, .BF16, as: UInt16.self, zero: 0)
+            // fp64 values whose spread is below fp32's resolution at this mean.
+            let d = x.indices.map { i in
+                x[i].isFinite ? Double(mean) + Double(spread) * 1e-3 * (Double(i * 7919 % 10_007) / 5003.5 - 1) : Double(x[i])
+            }
+            let cases: [(String, [Double], (UnsafeMutablePointer<gk_stats>) -> Int32)] = [
+                ("F32", x.map(Double.init), { p in x.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F32), n, p) } }),
+                ("F16", convertArray(h, .F16, .F32, as: Float.self, zero: 0).map(Double.init),
+                 { p in h.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F16), n, p) } }),
+                ("BF16", convertArray(b, .BF16, .F32, as: Float.self, zero: 0).map(Double.init),
+                 { p in b.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_BF16), n, p) } }),
+                ("F64", d, { p in d.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F64), n, p) } }),
+            ]
+            for (name, values, run) in cases {
+                var first: gk_stats?
+                for level in allLevels {
+                    withLevel(level) {
+                        var st = gk_stats()
+                        #expect(run(&st) == 0)
+                        if let first { #expect(Self.statsEqual(st, first), "\(name) level \(level) n \(n)") }
+                        first = first ?? st
+                        Self.expectClose(st, values, "\(name) mean \(mean) spread \(spread) n \(n) level \(level)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("stats: combining blocks with Chan's formula matches one pass over the whole")
+    func statsCombine() {
+        let x = Self.hardSample(10_000, mean: 1000, spread: 1e-3, seed: 9)
+        var whole = gk_stats()
+        gk_stats_f32(x, x.count, &whole)
+        for cut in [0, 1, 16, 777, 2048, 9_999, 10_000] {
+            var a = gk_stats(), b = gk_stats(), empty = gk_stats()
+            x.withUnsafeBufferPointer { p in
+                gk_stats_f32(p.baseAddress!, cut, &a)
+                gk_stats_f32(p.baseAddress! + cut, x.count - cut, &b)
+            }
+            gk_stats_empty(&empty)
+            gk_stats_combine(&a, &b)
+            gk_stats_combine(&a, &empty)
+            Self.expectClose(a, x.map(Double.init), "cut \(cut)")
+            #expect(a.count == whole.count && a.nan_count == whole.nan_count && a.min == whole.min && a.max == whole.max)
         }
     }
 

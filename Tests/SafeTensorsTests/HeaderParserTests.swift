@@ -600,10 +600,11 @@ struct HeaderValidationTests {
         expectFailure(.incompleteBuffer, makeFile(json, dataCount: 3), offset: UInt64(8 + json.utf8.count + 2))
     }
 
-    @Test("data shorter than the last end is incompleteBuffer")
+    @Test("data shorter than the last end is truncated (a partial download), saying how much is missing")
     func shortData() {
-        expectFailure(.incompleteBuffer, file([entry("a", "U8", [2], 0, 2), entry("b", "F32", [4], 2, 18)], dataCount: 10),
-                      tensor: "b", detail: "only 10 bytes")
+        let short = file([entry("a", "U8", [2], 0, 2), entry("b", "F32", [4], 2, 18)], dataCount: 10)
+        // The offset is the end of the file, where the missing bytes would start.
+        expectFailure(.truncated, short, tensor: .some(nil), offset: UInt64(short.count), detail: "8 bytes missing")
     }
 
     @Test("a hole between tensors or before the first is invalidOffset, naming the tensor")
@@ -668,8 +669,8 @@ struct HeaderValidationTests {
         let max = UInt64.max
         // The largest U8 tensor whose bit count fits in 64 bits.
         let big: UInt64 = (1 << 61) - 1
-        expectFailure(.incompleteBuffer, file([entry("b", "U8", [big], 0, big)], dataCount: 4), tensor: "b",
-                      detail: "only 4 bytes")
+        expectFailure(.truncated, file([entry("b", "U8", [big], 0, big)], dataCount: 4), tensor: nil,
+                      detail: "\(big - 4) bytes missing")
         // Eight of them: a valid table ending at 2^64 - 8, so 8 + N + end overflows. No trap.
         let eight = (0..<8).map { entry("t\($0)", "U8", [big], UInt64($0) * big, UInt64($0 + 1) * big) }
         expectFailure(.incompleteBuffer, file(eight, dataCount: 0), tensor: "t7")
@@ -679,7 +680,7 @@ struct HeaderValidationTests {
 
     @Test("a 4 TiB tensor declared in a tiny file is rejected cheaply")
     func hugeDeclaration() {
-        expectFailure(.incompleteBuffer, file([entry("a", "U8", [1 << 42], 0, 1 << 42)], dataCount: 16))
+        expectFailure(.truncated, file([entry("a", "U8", [1 << 42], 0, 1 << 42)], dataCount: 16))
     }
 
     @Test("the checks run in the reference's order")
@@ -1082,5 +1083,74 @@ struct HeaderReferenceCrossCheckTests {
             compared += 1
         }
         #expect(compared > 150)
+    }
+}
+
+// MARK: - Files that are not safetensors, and truncated downloads
+
+/// The files people mistake for safetensors, as literal bytes: each is rejected (as the
+/// reference rejects it) and says what it is. `detail` names the one phrase that tells
+/// the cases of `.notSafeTensors` apart.
+@Suite("HeaderParser: what a non-safetensors file is")
+struct ForeignFormatTests {
+    /// A zip local file header (stored, no extra field) for one entry named `name`.
+    static func zipHeader(_ name: String) -> [UInt8] {
+        let n = Array(name.utf8)
+        return [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21, 0x00]
+            + [0x12, 0x34, 0x56, 0x78, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00]
+            + [UInt8(n.count), 0x00, 0x00, 0x00] + n
+    }
+
+    /// Real bytes of each format's start (followed by filler so the file is not tiny).
+    static let cases: [(String, [UInt8], String)] = [
+        ("PyTorch zip (.ckpt)", zipHeader("archive/data.pkl"), "PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive"),
+        ("PyTorch zip, named archive", zipHeader("v1-5-pruned/data.pkl"), "PyTorch checkpoint"),
+        ("another zip", zipHeader("my_lora/my_lora.safetensors"), "a zip archive, not a model file"),
+        ("raw pickle protocol 2", [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19],
+         "PyTorch checkpoint (.ckpt/.pt/.pth, a raw Python pickle)"),
+        ("raw pickle protocol 4", [0x80, 0x04, 0x95, 0x1A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7D, 0x94], "pickle"),
+        ("HTML", Array("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n".utf8), "HTML page"),
+        ("HTML, lower case, leading blank lines", Array("\n\n   <html lang=\"en\"><body>Not found</body></html>".utf8), "HTML page"),
+        ("XML error", Array("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code></Error>".utf8),
+         "XML document"),
+        ("JSON error body", Array("{\"error\":\"Invalid username or password.\"}".utf8),
+         "JSON document, not a model (an error response from a model hub?): {\"error\":\"Invalid username or password.\"}"),
+        ("git-lfs pointer", Array(("version https://git-lfs.github.com/spec/v1\noid sha256:4a3b2c1d\n"
+                                   + "size 6938078334\n").utf8), "git-lfs pointer, not the file it points to of 6938078334 bytes"),
+        ("GGUF", Array("GGUF".utf8) + [3, 0, 0, 0, 0x2A, 0, 0, 0, 0, 0, 0, 0], "GGUF"),
+    ]
+
+    @Test("an implausible length prefix on a known format is notSafeTensors, naming the format",
+          arguments: cases.indices)
+    func recognised(index: Int) {
+        let (name, bytes, phrase) = Self.cases[index]
+        let e = expectFailure(.notSafeTensors, bytes + Array(repeating: 0x20, count: 64), offset: 0)
+        #expect(e?.detail.hasPrefix("not a safetensors file: looks like ") == true, "\(name): \(e?.detail ?? "")")
+        #expect(e?.detail.contains(phrase) == true, "\(name): \(e?.detail ?? "")")
+    }
+
+    @Test("the same bytes inside a valid length prefix are not second-guessed")
+    func plausiblePrefixIsNotSniffed() {
+        // A header length whose low bytes happen to be "PK": still judged as safetensors.
+        var bytes = makeFile(header: Array("{}      ".utf8))
+        bytes[0] = 0x50; bytes[1] = 0x4B  // N = 0x4B50: past the end of a 16-byte file
+        expectFailure(.invalidHeaderLength, bytes, offset: 0)
+        // Unknown garbage with a huge N stays headerTooLarge.
+        expectFailure(.headerTooLarge, [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09], offset: 0)
+    }
+
+    @Test("a header cut short by the end of the file is truncated, with the bytes missing")
+    func truncatedHeader() {
+        let header = Array(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#.utf8)
+        let full = makeFile(header: header, data: Array(repeating: 0, count: 16))
+        let cut = Array(full.prefix(30))
+        expectFailure(.truncated, cut, offset: 30, detail: "at least \(8 + header.count - 30) bytes missing")
+    }
+
+    @Test("a file whose data ends early is truncated; data after the last tensor stays incompleteBuffer")
+    func truncatedData() {
+        let header = Array(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#.utf8)
+        expectFailure(.truncated, makeFile(header: header, data: Array(repeating: 0, count: 5)), detail: "11 bytes missing")
+        expectFailure(.incompleteBuffer, makeFile(header: header, data: Array(repeating: 0, count: 17)))
     }
 }

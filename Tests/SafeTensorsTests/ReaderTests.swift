@@ -275,6 +275,18 @@ struct BadSourceReaderTests {
         }
     }
 
+    @Test("a diffusers folder (with model_index.json) is notSafeTensors, not a bare io error")
+    func diffusersFolder() throws {
+        try withReaderDirectory { dir in
+            try write(Array(#"{"_class_name": "StableDiffusionXLPipeline"}"#.utf8),
+                      to: dir.appendingPathComponent("model_index.json"))
+            let e = try #require(openFailure(dir.path))
+            #expect(e.kind == .notSafeTensors)
+            #expect(e.file == dir.path)
+            #expect(e.detail.contains("diffusers folder"))
+        }
+    }
+
     @Test("a missing file is an io error naming the file")
     func missing() throws {
         let path = "/nonexistent-graft-\(UUID().uuidString)/model.safetensors"

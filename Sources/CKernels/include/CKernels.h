@@ -118,19 +118,27 @@ typedef struct gk_stats {
     uint64_t nan_count;
     uint64_t pinf_count;
     uint64_t ninf_count;
-    double min, max;     /* finite values only */
-    double sum, sum_sq, sum_abs; /* finite values only */
+    double min, max;     /* finite values only; +inf / -inf when there is none */
+    /* Moments of the finite values (count - nan - pinf - ninf of them), kept as
+     * mean and M2 = sum (x - mean)^2 (Welford/Chan), never as sum and sum of
+     * squares: variance = m2 / finite count has no cancellation. 0 when none. */
+    double mean, m2;
+    double sum_abs;      /* sum |x| over the finite values */
+    double sum_sq;       /* sum x^2 over the finite values (norms; not for variance) */
 } gk_stats;
 
 /** Statistics of n fp32 values. Deterministic for a given input: the
- *  element-to-lane assignment and the summation order depend only on n. */
+ *  element-to-lane assignment, the blocks and the combination order depend only
+ *  on n. */
 void gk_stats_f32(const float *x, size_t n, gk_stats *out);
 /** Same for F16/BF16/F32/F64 input. F16/BF16 give exactly gk_stats_f32 of
- *  the converted values; F64 values are first converted to f32 (C cast).
+ *  the converted values; F64 values are read as doubles (not rounded to fp32).
  *  Returns -1 for an unknown type code, else 0. */
 int gk_stats_typed(const void *x, int type, size_t n, gk_stats *out);
-/** Folds b into a (counts and sums added, min/max combined). Combine blocks
- *  in a fixed order for reproducible sums. */
+/** The statistics of zero elements (min +inf, max -inf, everything else 0). */
+void gk_stats_empty(gk_stats *out);
+/** Folds b into a: counts and sums added, min/max combined, (mean, m2) merged
+ *  with Chan's formula. Combine blocks in a fixed order for reproducible bits. */
 void gk_stats_combine(gk_stats *a, const gk_stats *b);
 
 /** Comparison of two equally long fp32 arrays. */
