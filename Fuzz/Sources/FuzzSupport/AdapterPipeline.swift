@@ -78,8 +78,11 @@ public enum AdapterPipeline {
             }
         }
 
+        // The planner indexes the whole checkpoint before looking at the adapter, and throws
+        // right after the analysis when this guard fails: skip it then (most raw inputs).
+        guard !analysis.modules.isEmpty, analysis.kind != .unknown else { return }
         // Strict (fp32) or --allow-unmatched (fp16, bf16 output), by the input's size:
-        // the planner re-indexes the checkpoint on each call, so one plan per input.
+        // one plan per input, for the same reason.
         let allowUnmatched = file.byteCount % 2 == 0
         do {
             let precision: MergePrecision = allowUnmatched ? .fp16 : .fp32
