@@ -56,7 +56,7 @@ enum InputSpool {
     }
 
     private static func makeTempFile(display: String) throws -> Int32 {
-        var dir = String(cString: getenv("TMPDIR") ?? strdup("/tmp"))
+        var dir = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         if dir.isEmpty { dir = "/tmp" }
         var template = Array("\(dir)/graft-spool-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
