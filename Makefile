@@ -4,7 +4,7 @@ RELEASE_BIN  := .build/release/graft
 SHARED       ?= ../shared
 BENCH_DIR    ?= $(HOME)/.cache/graft-bench
 
-.PHONY: all build deps test demo samples bench conformance lint format clean
+.PHONY: all build deps test demo samples bench conformance lint format fuzz fuzz-build sanitize clean
 
 all: build
 
@@ -66,5 +66,29 @@ lint:
 format:
 	$(SWIFT) format --in-place --parallel --recursive $(SWIFT_FORMAT_PATHS)
 
+# libFuzzer targets (Fuzz/, a separate package so the root build never needs the fuzzer
+# runtime): header parser, adapter analysis + mapping + merge planning (raw bytes and a
+# structure-aware recipe), zstd spool. Each runs FUZZ_SECONDS (or FUZZ_RUNS executions),
+# one after another on one core; crashes land in $(FUZZ_DIR)/crashes/TARGET/ and fail.
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS    ?= 0
+FUZZ_TARGETS ?= header adapter adapter-structured zstd
+FUZZ_DIR     ?= Fuzz/.build-work
+FUZZ_SWIFTFLAGS := -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=fuzzer-no-link,address -Xswiftc -use-ld=lld
+
+fuzz-build: deps
+	$(SWIFT) build -c release --package-path Fuzz $(FUZZ_SWIFTFLAGS)
+
+fuzz: fuzz-build
+	@seconds=$(FUZZ_SECONDS); [ "$(FUZZ_RUNS)" -gt 0 ] && seconds=0; \
+	  bash Fuzz/run.sh $$($(SWIFT) build -c release --package-path Fuzz $(FUZZ_SWIFTFLAGS) --show-bin-path) \
+	    $(FUZZ_DIR) $$seconds $(FUZZ_RUNS) $(FUZZ_TARGETS)
+
+# The test suite under AddressSanitizer, then ThreadSanitizer, each in its own scratch
+# path (a sanitized build cannot share .build with the plain one).
+sanitize: deps
+	$(SWIFT) test --sanitize=address --scratch-path .build-asan
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-asan .build-tsan Fuzz/.build $(FUZZ_DIR)

@@ -20,6 +20,8 @@ let package = Package(
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Adapters", targets: ["Adapters"]),
         .library(name: "GraftEngine", targets: ["GraftEngine"]),
+        // Synthetic models for tests and the fuzz package in Fuzz/ (not a public API).
+        .library(name: "Fixtures", targets: ["Fixtures"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -2,7 +2,7 @@ import Testing
 import SafeTensors
 @testable import Adapters
 
-@Suite("AdapterAnalysis on the kohya SDXL LoCon", .enabled(if: TestData.available, "../shared/models missing"))
+@Suite("AdapterAnalysis on the kohya SDXL LoCon")
 struct SDXLLoConTests {
     let analysis = AdapterAnalysis(tensors: TestData.sdxlLoCon.tensors, metadata: TestData.sdxlLoCon.metadata) { t in
         // Stand-in for reading tensor data: the file's alphas are 8 (linear, 1×1) and 4 (3×3).
@@ -66,7 +66,7 @@ struct SDXLLoConTests {
         #expect(t.networkArgs == ["conv_dim": "8", "conv_alpha": "4.0"])
         #expect(t.baseModelVersion == "sdxl_base_v1-0")
         #expect(t.v2 == false)
-        #expect(t.resolution == "1024x1024")
+        #expect(t.resolution == "(1024, 1024)")   // ss_resolution, as sd-scripts writes it
         #expect(t.outputName == "L2")
         #expect(t.trainingComment?.hasPrefix("synthetic random LoRA") == true)
         #expect(t.modelspec["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora")

@@ -2,18 +2,29 @@ import Testing
 import SafeTensors
 @testable import Adapters
 
-@Test("the shared SDXL fixtures are present (required when CI is set)")
-func sharedFixturesPresent() {
-    if !TestData.available {
-        if TestData.isCI {
-            Issue.record("missing \(TestData.sharedDir.path)/models/*.json or conformance/cases.json")
-        } else {
-            print("note: \(TestData.sharedDir.path) fixtures missing; fixture-based suites are skipped")
+/// The generated key lists these suites use are the reference lists in ../shared/models
+/// (an extra check, when that directory is next to the repository; required on CI).
+@Test("the generated SDXL key lists equal ../shared/models (when present)")
+func generatedKeyListsMatchSharedModels() {
+    guard TestData.sharedModelsAvailable else {
+        if TestData.isCI { Issue.record("missing \(TestData.sharedDir.path)/models/*.json") }
+        return
+    }
+    for (generated, file) in [(TestData.sdxlCheckpoint, "models/sdxl-checkpoint-keys.json"),
+                              (TestData.sdxlLoCon, "models/sdxl-locon-keys.json")] {
+        let reference = TestData.load(file)
+        func entries(_ list: [TensorInfo]) -> [String: String] {
+            Dictionary(uniqueKeysWithValues: list.map { ($0.name, "\($0.dtype.rawValue) \($0.shape)") })
+        }
+        #expect(entries(generated.tensors) == entries(reference.tensors), "\(file)")
+        for key in ["ss_network_dim", "ss_network_alpha", "ss_network_args", "ss_base_model_version", "ss_output_name",
+                    "modelspec.architecture", "modelspec.resolution"] {
+            #expect(generated.metadata?[key] == reference.metadata?[key], "\(file): \(key)")
         }
     }
 }
 
-@Suite("CheckpointAnalysis on the SDXL key list", .enabled(if: TestData.available, "../shared/models missing"))
+@Suite("CheckpointAnalysis on the SDXL key list")
 struct SDXLCheckpointTests {
     let analysis = CheckpointAnalysis(tensors: TestData.sdxlCheckpoint.tensors)
 

@@ -3,7 +3,7 @@ import Testing
 import SafeTensors
 @testable import Adapters
 
-@Suite("ListReport JSON", .enabled(if: TestData.available, "../shared/models missing"))
+@Suite("ListReport JSON")
 struct ListReportTests {
     func json(_ r: ListReport) throws -> [String: Any] {
         let enc = JSONEncoder()
