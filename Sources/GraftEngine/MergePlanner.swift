@@ -73,9 +73,11 @@ public enum MergePlanner {
     ///   `.wrongBaseModel`, `.malformedModules`, `.overlappingModules`,
     ///   `.unmergeableModules` (unless `allowUnmatched`), `.nothingMerged` (an adapter of
     ///   which no module can be applied), `.invalidTarget` or `.shapeMismatch`.
-    public static func plan(_ request: MergeRequest) throws -> MergePlan {
+    /// - Parameter mapper: the checkpoint's key index, when the caller already built it for
+    ///   `request.checkpoint` (planning many adapters against one checkpoint).
+    public static func plan(_ request: MergeRequest, mapper prebuilt: KeyMapper? = nil) throws -> MergePlan {
         let ckpt = request.checkpoint
-        let mapper = KeyMapper(tensors: ckpt.tensors, metadata: ckpt.metadata)
+        let mapper = prebuilt ?? KeyMapper(tensors: ckpt.tensors, metadata: ckpt.metadata)
         var index: [[UInt8]: Int] = [:]
         for (i, t) in ckpt.tensors.enumerated() { index[Array(t.name.utf8)] = i }
         var updates: [Int: [any WeightUpdate]] = [:]

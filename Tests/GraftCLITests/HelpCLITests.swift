@@ -10,7 +10,8 @@ struct HelpCLITests {
         let r = try CLI.run(["--help"])
         #expect(r.status == 0)
         let lines = r.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-        #expect(lines.contains("2   bad input file, format error, I/O error or refused overwrite"), "\(r.stdout)")
+        #expect(lines.contains { $0.hasPrefix("2   bad input file, format error, I/O error") }, "\(r.stdout)")
+        #expect(lines.contains { $0.hasPrefix("refused output (exists without --force") }, "\(r.stdout)")
         for code in ["0   success", "1   diff found differences", "64  usage error"] {
             #expect(lines.contains { $0.hasPrefix(code) }, "\(code)")
         }

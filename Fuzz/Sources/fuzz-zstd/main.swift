@@ -18,8 +18,7 @@ func fuzzZstd(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     // Touch the first and last byte of every tensor: all of them must be mapped.
     var sum = 0
     for t in file.tensors where t.byteCount > 0 {
-        let d = file.data(of: t)
-        sum &+= Int(d[0]) &+ Int(d[d.count - 1])
+        sum &+= file.withData(of: t) { Int($0[0]) &+ Int($0[$0.count - 1]) }
         if t.elementCount == 1 { _ = try? file.scalarValue(of: t) }
     }
     precondition(file.byteCount == file.header.dataStart + Int(file.tensors.last?.dataOffsets.upperBound ?? 0))
