@@ -13,7 +13,10 @@ mkdir -p "$work/logs" "$work/tmp"
 # The Swift runtime's own backtracer is slow under ASan; libFuzzer prints the stack.
 export SWIFT_BACKTRACE=enable=no
 # The zstd target spools decompressed input here (each spool file is unlinked at once).
-export TMPDIR="$work/tmp"
+# (tmpfs when there is one: the spool writes every decompressed input.)
+if [ -n "${FUZZ_TMPDIR:-}" ]; then export TMPDIR=$FUZZ_TMPDIR
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm
+else export TMPDIR="$work/tmp"; fi
 # malloc_context_size=0: no stack trace per allocation (a third of the adapter targets'
 # time went to ASan's allocation stack depot); reports still show the crash stack.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-malloc_context_size=0:symbolize=1}
