@@ -53,12 +53,9 @@ bench: deps
 	@bash Samples/bench.sh $(CURDIR)/.build/release $(BENCH_DIR)
 
 # Style: swift-format from the toolchain, configured by .swift-format (4 spaces, 120
-# columns, the rules the code follows). Until the tree has been reformatted once, lint
-# checks the rules only: LINT_FLAGS skips the pretty-printer's whitespace findings
-# (indentation, line breaks, 120 columns). After `make format` on the merged tree, set
-# LINT_FLAGS to empty here (or run `make lint LINT_FLAGS=`) so that whitespace counts too.
+# columns, the rules the code follows), whitespace included. `make format` rewrites.
 SWIFT_FORMAT_PATHS := Sources Tests Package.swift
-LINT_FLAGS ?= --debug-disable-pretty-print
+LINT_FLAGS ?=
 
 lint:
 	$(SWIFT) format lint --strict --parallel --recursive $(LINT_FLAGS) $(SWIFT_FORMAT_PATHS)

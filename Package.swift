@@ -24,7 +24,7 @@ let package = Package(
         .library(name: "Fixtures", targets: ["Fixtures"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
     ],
     targets: [
         .target(
@@ -52,12 +52,15 @@ let package = Package(
         ),
         // Synthetic models with real SD key names (any width), for samples, tests and benchmarks.
         .target(name: "Fixtures", dependencies: ["FileIO", "SafeTensors"]),
-        .executableTarget(name: "graft-samplegen", dependencies: ["Fixtures", "SafeTensors"], path: "Sources/SampleGen"),
-        .executableTarget(name: "graft-kbench", dependencies: ["SafeTensors", "CKernels"], path: "Sources/KernelBench"),
+        .executableTarget(
+            name: "graft-samplegen", dependencies: ["Fixtures", "SafeTensors"], path: "Sources/SampleGen"),
+        .executableTarget(
+            name: "graft-kbench", dependencies: ["SafeTensors", "CKernels"], path: "Sources/KernelBench"),
         .testTarget(name: "FileIOTests", dependencies: ["FileIO"]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["FileIO", "SafeTensors", "Fixtures"]),
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
-        .testTarget(name: "GraftEngineTests", dependencies: ["FileIO", "GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
+        .testTarget(
+            name: "GraftEngineTests", dependencies: ["FileIO", "GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
         .testTarget(name: "GraftCLITests", dependencies: ["graft", "FileIO", "SafeTensors", "Fixtures"]),
     ]
 )

@@ -105,9 +105,13 @@ public struct AdapterAnalysis: Sendable {
     /// Rank distribution of the k×k convolution modules (kohya's `conv_dim`).
     public var convRanks: [ValueCount<Int>] { Self.tally(modules.filter { $0.layer.isSpatialConv }.compactMap(\.rank)) }
     /// Alpha distribution of the non-k×k modules; empty when alphas were not read.
-    public var alphas: [ValueCount<Double>] { Self.tally(modules.filter { !$0.layer.isSpatialConv }.compactMap(\.alpha)) }
+    public var alphas: [ValueCount<Double>] {
+        Self.tally(modules.filter { !$0.layer.isSpatialConv }.compactMap(\.alpha))
+    }
     /// Alpha distribution of the k×k convolution modules; empty when alphas were not read.
-    public var convAlphas: [ValueCount<Double>] { Self.tally(modules.filter { $0.layer.isSpatialConv }.compactMap(\.alpha)) }
+    public var convAlphas: [ValueCount<Double>] {
+        Self.tally(modules.filter { $0.layer.isSpatialConv }.compactMap(\.alpha))
+    }
 
     /// The module with this name.
     public func module(named name: String) -> AdapterModule? {
@@ -124,8 +128,10 @@ public struct AdapterAnalysis: Sendable {
     ///   - alphaValue: reads the value of an `alpha` tensor (data access is the
     ///     caller's); nil leaves ``AdapterModule/alpha`` empty. A throw becomes a
     ///     ``ModuleIssue/Kind/badAlpha`` issue of that module.
-    public init(tensors: [TensorInfo], metadata: [String: String]? = nil,
-                alphaValue: ((TensorInfo) throws -> Double?)? = nil) {
+    public init(
+        tensors: [TensorInfo], metadata: [String: String]? = nil,
+        alphaValue: ((TensorInfo) throws -> Double?)? = nil
+    ) {
         tensorCount = tensors.count
         training = TrainingMetadata(metadata ?? [:])
 
@@ -134,7 +140,7 @@ public struct AdapterAnalysis: Sendable {
             var parts: [PartRole: TensorInfo] = [:]
             var spelling: LoRASpelling?
             var unknown: [String] = []
-            var duplicates: [String] = []   // "down given twice (a and b)"
+            var duplicates: [String] = []  // "down given twice (a and b)"
         }
         var groups: [String: Group] = [:]
         var unmatched: [TensorInfo] = []
@@ -169,22 +175,27 @@ public struct AdapterAnalysis: Sendable {
         // 2. Classify each module.
         var modules: [AdapterModule] = groups.map { name, g in
             let a = ModuleNames.address(of: name, spelling: g.spelling)
-            return AdapterModule(name: name, parts: g.parts, spelling: g.spelling, unknownKeys: g.unknown,
-                                 duplicates: g.duplicates, component: a.component, scheme: a.scheme, pathKey: a.pathKey)
+            return AdapterModule(
+                name: name, parts: g.parts, spelling: g.spelling, unknownKeys: g.unknown,
+                duplicates: g.duplicates, component: a.component, scheme: a.scheme, pathKey: a.pathKey)
         }.sorted { $0.name < $1.name }
 
         if let alphaValue {
             for i in modules.indices {
                 for role in [PartRole.alpha, .scale] {
-                    guard let t = modules[i].parts[role], t.saturatedElementCount == 1, t.dtype != .BOOL else { continue }
+                    guard let t = modules[i].parts[role], t.saturatedElementCount == 1, t.dtype != .BOOL else {
+                        continue
+                    }
                     do {
                         let v = try alphaValue(t)
                         if let v, !v.isFinite {
-                            modules[i].issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) is \(v); expected a finite number"))
+                            modules[i].issues.append(
+                                ModuleIssue(kind: .badAlpha, message: "\(t.name) is \(v); expected a finite number"))
                         }
                         if role == .alpha { modules[i].alpha = v } else { modules[i].scaleValue = v }
                     } catch {
-                        modules[i].issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) could not be read: \(error)"))
+                        modules[i].issues.append(
+                            ModuleIssue(kind: .badAlpha, message: "\(t.name) could not be read: \(error)"))
                     }
                 }
             }
@@ -201,7 +212,9 @@ public struct AdapterAnalysis: Sendable {
         for i in modules.indices {
             let m = modules[i]
             if isSDXL, m.component == .te, m.scheme != .kohyaSD { modules[i].component = .te1 }
-            if baseModel.family == .sdxl, m.scheme == .kohyaSD, m.component == .unet { modules[i].scheme = .kohyaDiffusersSDXL }
+            if baseModel.family == .sdxl, m.scheme == .kohyaSD, m.component == .unet {
+                modules[i].scheme = .kohyaDiffusersSDXL
+            }
         }
         self.modules = modules
         index = Dictionary(modules.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -245,7 +258,9 @@ public struct AdapterAnalysis: Sendable {
         guard !tensors.isEmpty else { return false }
         var hits = 0
         for t in tensors {
-            if t.name.hasPrefix("lora_") || t.name.hasPrefix("lycoris_") || t.name.hasPrefix("oft_unet_") || t.name.hasPrefix("bundle_emb.") {
+            if t.name.hasPrefix("lora_") || t.name.hasPrefix("lycoris_") || t.name.hasPrefix("oft_unet_")
+                || t.name.hasPrefix("bundle_emb.")
+            {
                 hits += 1
             } else if let s = AdapterKeys.split(t.name), s.role != .alpha, s.role != .scale {
                 hits += 1
@@ -264,7 +279,9 @@ public struct AdapterAnalysis: Sendable {
         var votes: [(ModelFamily, Int, String)] = []
 
         // The input width of attn2.to_k is the context width of the UNet.
-        let toK = modules.first { $0.component == .unet && $0.pathKey.hasSuffix("attn2_to_k") && $0.delta?.flatInFeatures != nil }
+        let toK = modules.first {
+            $0.component == .unet && $0.pathKey.hasSuffix("attn2_to_k") && $0.delta?.flatInFeatures != nil
+        }
         let width = toK?.delta?.flatInFeatures
         if let toK, let width {
             if let f = ModelFamily(contextWidth: width) {

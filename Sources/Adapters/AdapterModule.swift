@@ -205,8 +205,10 @@ public struct AdapterModule: Sendable {
 
 extension AdapterModule {
     /// Classifies and validates one group of keys.
-    init(name: String, parts: [PartRole: TensorInfo], spelling: LoRASpelling?, unknownKeys: [String],
-         duplicates: [String] = [], component: Component, scheme: NamingScheme, pathKey: String) {
+    init(
+        name: String, parts: [PartRole: TensorInfo], spelling: LoRASpelling?, unknownKeys: [String],
+        duplicates: [String] = [], component: Component, scheme: NamingScheme, pathKey: String
+    ) {
         self.name = name
         self.parts = parts
         self.unknownKeys = unknownKeys.sorted()
@@ -275,14 +277,19 @@ extension AdapterModule {
             if let w, let b, w.dims != b.dims {
                 check.fail(.rankMismatch, "\(name): w_norm \(shapeText(w.dims)) and b_norm \(shapeText(b.dims)) differ")
             }
-            if let t = w ?? b { delta = DeltaShape(outFeatures: t.dim(0), flatInFeatures: nil, kernel: nil, exact: t.dims) }
+            if let t = w ?? b {
+                delta = DeltaShape(outFeatures: t.dim(0), flatInFeatures: nil, kernel: nil, exact: t.dims)
+            }
             factors = .norm(weight: w, bias: b)
         case .oft, .boft:
             factors = check.orthogonal()
             if case .orthogonal(let o)? = factors {
                 let (out, overflow) = o.blockCount.multipliedReportingOverflow(by: o.blockSize)
-                if overflow { check.fail(.badShape, "\(name): \(o.blockCount) blocks of \(o.blockSize) rows overflow") }
-                else { delta = DeltaShape(outFeatures: out, flatInFeatures: nil, kernel: nil, exact: nil) }
+                if overflow {
+                    check.fail(.badShape, "\(name): \(o.blockCount) blocks of \(o.blockSize) rows overflow")
+                } else {
+                    delta = DeltaShape(outFeatures: out, flatInFeatures: nil, kernel: nil, exact: nil)
+                }
             }
         case .ia3:
             if let w = check.require(.ia3Weight), let flag = parts[.onInput] {
@@ -295,21 +302,30 @@ extension AdapterModule {
             break
         case .unknown:
             if unknownKeys.isEmpty {
-                check.fail(.orphan, "\(name) has only \(r.sorted().map(\.rawValue).joined(separator: ", ")) and no weights")
+                check.fail(
+                    .orphan, "\(name) has only \(r.sorted().map(\.rawValue).joined(separator: ", ")) and no weights")
             }
         }
         issues += check.issues
         for d in duplicates { issues.append(ModuleIssue(kind: .duplicatePart, message: d)) }
         if !unknownKeys.isEmpty && kind != .embedding {
-            issues.append(ModuleIssue(kind: .unknownSuffix, message: "unrecognised keys: \(self.unknownKeys.joined(separator: ", "))"))
+            issues.append(
+                ModuleIssue(
+                    kind: .unknownSuffix, message: "unrecognised keys: \(self.unknownKeys.joined(separator: ", "))"))
         }
         // Every part is consumed by the kind, or reported.
         let consumed = kind.consumedRoles
         for (role, t) in parts.sorted(by: { $0.key < $1.key }) {
             if PartRole.unsupported.contains(role) {
-                issues.append(ModuleIssue(kind: .unsupportedPart, message: "\(t.name): \(role.unsupportedDescription) cannot be applied by graft"))
+                issues.append(
+                    ModuleIssue(
+                        kind: .unsupportedPart,
+                        message: "\(t.name): \(role.unsupportedDescription) cannot be applied by graft"))
             } else if !consumed.contains(role) {
-                issues.append(ModuleIssue(kind: .unusedPart, message: "\(t.name): \(kind.rawValue) modules have no use for a \(role.rawValue) tensor"))
+                issues.append(
+                    ModuleIssue(
+                        kind: .unusedPart,
+                        message: "\(t.name): \(kind.rawValue) modules have no use for a \(role.rawValue) tensor"))
             }
         }
 
@@ -318,7 +334,10 @@ extension AdapterModule {
             switch role {
             case .alpha, .scale:
                 if t.saturatedElementCount != 1 {
-                    issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) has shape \(shapeText(t.dims)); expected a scalar or 1-element tensor"))
+                    issues.append(
+                        ModuleIssue(
+                            kind: .badAlpha,
+                            message: "\(t.name) has shape \(shapeText(t.dims)); expected a scalar or 1-element tensor"))
                 } else if t.dtype == .BOOL {
                     issues.append(ModuleIssue(kind: .badAlpha, message: "\(t.name) is BOOL; expected a number"))
                 }
@@ -326,7 +345,10 @@ extension AdapterModule {
                 break
             default:
                 if !t.dtype.isFloatingPoint {
-                    issues.append(ModuleIssue(kind: .nonFloatDType, message: "\(t.name) is \(t.dtype.rawValue); expected a floating-point type"))
+                    issues.append(
+                        ModuleIssue(
+                            kind: .nonFloatDType,
+                            message: "\(t.name) is \(t.dtype.rawValue); expected a floating-point type"))
                 }
             }
         }
@@ -335,7 +357,12 @@ extension AdapterModule {
             modifiers.dora = DoRAModifier(scale: d, axis: Self.doraAxis(of: d, outFeatures: delta?.outFeatures))
         }
         if let b = parts[.upBias], b.shape.count != 1 || b.dim(0) != delta?.outFeatures {
-            issues.append(ModuleIssue(kind: .badShape, message: "\(b.name) has shape \(shapeText(b.dims)); expected 1-D (out = \(delta?.outFeatures.map(String.init) ?? "?"))"))
+            issues.append(
+                ModuleIssue(
+                    kind: .badShape,
+                    message:
+                        "\(b.name) has shape \(shapeText(b.dims)); expected 1-D (out = \(delta?.outFeatures.map(String.init) ?? "?"))"
+                ))
         }
         self.issues = issues
         self.modifiers = modifiers
@@ -392,7 +419,10 @@ struct FactorCheck {
     mutating func shaped(_ role: PartRole, _ ranks: Set<Int>) -> TensorInfo? {
         guard let t = require(role) else { return nil }
         guard ranks.contains(t.shape.count) else {
-            fail(.badShape, "\(t.name) has shape \(shapeText(t.dims)); expected \(ranks.sorted().map { "\($0)-D" }.joined(separator: " or "))")
+            fail(
+                .badShape,
+                "\(t.name) has shape \(shapeText(t.dims)); expected \(ranks.sorted().map { "\($0)-D" }.joined(separator: " or "))"
+            )
             return nil
         }
         guard !t.shape.contains(0) else {
@@ -441,7 +471,9 @@ struct FactorCheck {
             expectEqual(up?.dim(1), mid.dim(0), "lora_up columns and lora_mid rows differ")
             kernel = [mid.dims[2], mid.dims[3]]
             if let d = down, d.shape.count == 4, d.product(from: 2) != 1 {
-                fail(.badShape, "\(d.name) has shape \(shapeText(d.dims)); with lora_mid it must be (rank, in) or (rank, in, 1, 1)")
+                fail(
+                    .badShape,
+                    "\(d.name) has shape \(shapeText(d.dims)); with lora_mid it must be (rank, in) or (rank, in, 1, 1)")
             }
         } else {
             expectEqual(up?.dim(1), down?.dim(0), "lora_up columns and lora_down rows differ")
@@ -452,8 +484,9 @@ struct FactorCheck {
         }
         guard let down, let up, let rank else { return (rank, nil, nil) }
         guard let area = product(kernel?.first ?? 1, kernel?.last ?? 1, "kernel area"),
-              let inFeatures = down.dim(1),
-              let flat = product(inFeatures, area, "input features times kernel area") else { return (rank, nil, nil) }
+            let inFeatures = down.dim(1),
+            let flat = product(inFeatures, area, "input features times kernel area")
+        else { return (rank, nil, nil) }
         let delta = DeltaShape(outFeatures: up.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil)
         return (rank, delta, .lowRank(LowRankFactors(up: up, down: down, mid: mid, rank: rank)))
     }
@@ -465,7 +498,8 @@ struct FactorCheck {
         }
         if tucker {
             guard let w1b = shaped(.hadaW1B, [2]), let w2b = shaped(.hadaW2B, [2]),
-                  let t1 = shaped(.hadaT1, [4]), let t2 = shaped(.hadaT2, [4]) else { return (nil, nil, nil) }
+                let t1 = shaped(.hadaT1, [4]), let t2 = shaped(.hadaT2, [4])
+            else { return (nil, nil, nil) }
             expectEqual(w1a.dim(1), w2a.dim(1), "hada_w1_a and hada_w2_a disagree on out")
             expectEqual(w1b.dim(1), w2b.dim(1), "hada_w1_b and hada_w2_b disagree on in")
             expectEqual(t1.dim(0), w1a.dim(0), "hada_t1 and hada_w1_a disagree on rank")
@@ -475,9 +509,13 @@ struct FactorCheck {
             expectEqual(t1.product(from: 2), t2.product(from: 2), "hada_t1 and hada_t2 disagree on the kernel")
             let kernel = [t1.dims[2], t1.dims[3]]
             guard let area = product(kernel[0], kernel[1], "kernel area"), let inF = w1b.dim(1),
-                  let flat = product(inF, area, "input features times kernel area"), let rank = w1b.dim(0) else { return (nil, nil, nil) }
+                let flat = product(inF, area, "input features times kernel area"), let rank = w1b.dim(0)
+            else { return (nil, nil, nil) }
             let f = HadamardFactors(w1a: w1a, w1b: w1b, w2a: w2a, w2b: w2b, t1: t1, t2: t2, rank: rank)
-            return (rank, DeltaShape(outFeatures: w1a.dim(1), flatInFeatures: flat, kernel: kernel, exact: nil), .hadamard(f))
+            return (
+                rank, DeltaShape(outFeatures: w1a.dim(1), flatInFeatures: flat, kernel: kernel, exact: nil),
+                .hadamard(f)
+            )
         }
         guard let w1b = shaped(.hadaW1B, [2, 4]), let w2b = shaped(.hadaW2B, [2, 4]) else { return (nil, nil, nil) }
         expectEqual(w1a.dim(1), w1b.dim(0), "hada_w1_a columns and hada_w1_b rows differ")
@@ -487,7 +525,9 @@ struct FactorCheck {
         let kernel: [Int]? = w1b.shape.count == 4 ? [w1b.dims[2], w1b.dims[3]] : []
         guard let flat = tail(w1b, from: 1), let rank = w1b.dim(0) else { return (nil, nil, nil) }
         let f = HadamardFactors(w1a: w1a, w1b: w1b, w2a: w2a, w2b: w2b, t1: nil, t2: nil, rank: rank)
-        return (rank, DeltaShape(outFeatures: w1a.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil), .hadamard(f))
+        return (
+            rank, DeltaShape(outFeatures: w1a.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil), .hadamard(f)
+        )
     }
 
     mutating func lokr() -> Result {
@@ -520,12 +560,14 @@ struct FactorCheck {
             expectEqual(t2.dim(1), w2b.dim(0), "lokr_t2 and lokr_w2_b disagree on rank")
             kernel = [t2.dims[2], t2.dims[3]]
             guard let area = product(t2.dims[2], t2.dims[3], "kernel area"),
-                  let flat = product(w2b.dims[1], area, "input features times kernel area") else { return (nil, nil, nil) }
+                let flat = product(w2b.dims[1], area, "input features times kernel area")
+            else { return (nil, nil, nil) }
             b = w2a.dims[1]; dFlat = flat
             w2Rank = w2b.dims[0]
             side2 = .tucker(t: t2, a: w2a, b: w2b)
         } else {
-            guard let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2, 4]), let flat = tail(w2b, from: 1) else {
+            guard let w2a = shaped(.lokrW2A, [2]), let w2b = shaped(.lokrW2B, [2, 4]), let flat = tail(w2b, from: 1)
+            else {
                 return (nil, nil, nil)
             }
             expectEqual(w2a.dim(1), w2b.dim(0), "lokr_w2_a columns and lokr_w2_b rows differ")
@@ -535,14 +577,16 @@ struct FactorCheck {
         }
         let rank = w2Rank ?? w1Rank
         guard let out = product(a, b, "lokr_w1 rows times lokr_w2 rows"),
-              let flat = product(c, dFlat, "lokr_w1 columns times lokr_w2 columns") else { return (rank, nil, nil) }
+            let flat = product(c, dFlat, "lokr_w1 columns times lokr_w2 columns")
+        else { return (rank, nil, nil) }
         let f = KroneckerFactors(w1: side1, w2: side2, rank: rank)
         return (rank, DeltaShape(outFeatures: out, flatInFeatures: flat, kernel: kernel, exact: nil), .kronecker(f))
     }
 
     mutating func glora() -> Result {
         guard let a1 = shaped(.gloraA1, [2, 4]), let a2 = shaped(.gloraA2, [2, 4]),
-              let b1 = shaped(.gloraB1, [2, 4]), let b2 = shaped(.gloraB2, [2, 4]) else { return (nil, nil, nil) }
+            let b1 = shaped(.gloraB1, [2, 4]), let b2 = shaped(.gloraB2, [2, 4])
+        else { return (nil, nil, nil) }
         let kernel: [Int]? = b2.shape.count == 4 ? [b2.dims[2], b2.dims[3]] : []
         guard let flat = tail(b2, from: 1), let rank = a2.dim(0) else { return (nil, nil, nil) }
         let f = GLoRAFactors(a1: a1, a2: a2, b1: b1, b2: b2, rank: rank)
@@ -553,11 +597,17 @@ struct FactorCheck {
         let legacy = parts[.oftBlocks] == nil
         guard let b = parts[.oftBlocks] ?? parts[.oftDiag] else { return nil }
         let n = b.shape.count
-        guard n == 3 || n == 4, !b.shape.contains(0), let nb = b.dim(n - 3), let bs = b.dim(n - 1), b.dim(n - 2) == bs else {
-            fail(.badShape, "\(b.name) has shape \(shapeText(b.dims)); expected (blocks, size, size) or (levels, blocks, size, size)")
+        guard n == 3 || n == 4, !b.shape.contains(0), let nb = b.dim(n - 3), let bs = b.dim(n - 1), b.dim(n - 2) == bs
+        else {
+            fail(
+                .badShape,
+                "\(b.name) has shape \(shapeText(b.dims)); expected (blocks, size, size) or (levels, blocks, size, size)"
+            )
             return nil
         }
-        return .orthogonal(OrthogonalFactors(blocks: b, butterfly: n == 4, legacyDiagonal: legacy,
-                                             rescale: parts[.rescale], blockCount: nb, blockSize: bs))
+        return .orthogonal(
+            OrthogonalFactors(
+                blocks: b, butterfly: n == 4, legacyDiagonal: legacy,
+                rescale: parts[.rescale], blockCount: nb, blockSize: bs))
     }
 }

@@ -49,7 +49,7 @@ public struct BlockGrouping: Sendable {
         guard let root = parts.first else { return String(path) }
         switch root {
         case "input_blocks", "output_blocks", "down_blocks", "up_blocks",
-             "double_blocks", "single_blocks", "joint_blocks":
+            "double_blocks", "single_blocks", "joint_blocks":
             if parts.count >= 2, Int(parts[1]) != nil { return "\(root).\(parts[1])" }
             return String(root)
         default:

@@ -77,7 +77,9 @@ public struct CheckpointAnalysis: Sendable {
             return ComponentSummary(
                 component: value.0, prefix: prefix, tensorCount: value.2.count,
                 parameterCount: value.2.reduce(0) { $0 &+ $1.saturatedElementCount },
-                byteCount: value.2.reduce(0) { $0 &+ Int(clamping: $1.dataOffsets.upperBound &- $1.dataOffsets.lowerBound) })
+                byteCount: value.2.reduce(0) {
+                    $0 &+ Int(clamping: $1.dataOffsets.upperBound &- $1.dataOffsets.lowerBound)
+                })
         }.sorted { ($0.component, $0.prefix) < ($1.component, $1.prefix) }
         parameterCount = components.reduce(0) { $0 &+ $1.parameterCount }
 
@@ -141,7 +143,9 @@ public struct CheckpointAnalysis: Sendable {
         }
 
         // Text-encoder layout, reported as evidence whatever decided.
-        if prefixes.contains("conditioner.embedders.0.transformer.") && prefixes.contains("conditioner.embedders.1.model.") {
+        if prefixes.contains("conditioner.embedders.0.transformer.")
+            && prefixes.contains("conditioner.embedders.1.model.")
+        {
             evidence.append("conditioner.embedders.0/1: CLIP-L + OpenCLIP-bigG text encoders (SDXL)")
         } else if prefixes.contains("conditioner.embedders.0.model.") {
             evidence.append("conditioner.embedders.0 is OpenCLIP-bigG only (SDXL refiner)")

@@ -18,8 +18,10 @@ public struct MappedTarget: Sendable, Equatable {
     /// checkpoint has one of matching length.
     public let bias: BiasTarget?
 
-    public init(tensorName: String, tensorShape: [Int], rows: Range<Int>?, shape: [Int], transposed: Bool,
-                bias: BiasTarget? = nil) {
+    public init(
+        tensorName: String, tensorShape: [Int], rows: Range<Int>?, shape: [Int], transposed: Bool,
+        bias: BiasTarget? = nil
+    ) {
         self.tensorName = tensorName
         self.tensorShape = tensorShape
         self.rows = rows
@@ -187,7 +189,8 @@ public struct KeyMapper: Sendable {
         self.byName = byName
         var lastOpenCLIPLayer: [String: Int] = [:]
         for t in tensors {
-            guard let p = ordered.first(where: { t.name.hasPrefix($0.prefix) }), p.prefix == "cond_stage_model.model." else { continue }
+            guard let p = ordered.first(where: { t.name.hasPrefix($0.prefix) }), p.prefix == "cond_stage_model.model."
+            else { continue }
             let c = t.name.dropFirst(p.prefix.count).split(separator: ".")
             if c.count > 2, c[0] == "transformer", c[1] == "resblocks", let n = Int(c[2]) {
                 lastOpenCLIPLayer[p.prefix] = max(lastOpenCLIPLayer[p.prefix] ?? 0, n)
@@ -236,8 +239,9 @@ public struct KeyMapper: Sendable {
         guard path.hasSuffix(".weight") else { return }
         let dotted = String(path.dropLast(".weight".count))
         let parts = dotted.split(separator: ".", omittingEmptySubsequences: false)
-        let e = Entry(tensorName: t.name, tensorShape: t.dims, rows: nil, transposed: false,
-                      sdScriptsTargetable: UNetBlocks.isSDScriptsTarget(parts))
+        let e = Entry(
+            tensorName: t.name, tensorShape: t.dims, rows: nil, transposed: false,
+            sdScriptsTargetable: UNetBlocks.isSDScriptsTarget(parts))
         register(.unet, underscored(dotted), e)
         if let alias = UNetBlocks.diffusersPath(ofSGM: parts) {
             register(.unet, underscored(alias), e)
@@ -251,7 +255,9 @@ public struct KeyMapper: Sendable {
         }
         let dims = t.dims
         func entry(rows: Range<Int>? = nil, transposed: Bool = false, targetable: Bool) -> Entry {
-            Entry(tensorName: t.name, tensorShape: dims, rows: rows, transposed: transposed, sdScriptsTargetable: targetable)
+            Entry(
+                tensorName: t.name, tensorShape: dims, rows: rows, transposed: transposed,
+                sdScriptsTargetable: targetable)
         }
         // Hugging Face CLIP layout (SD1, SDXL te1, SD3/Flux clip_l/clip_g).
         if rest.hasPrefix("text_model.") || rest.hasPrefix("encoder.") {
@@ -259,7 +265,8 @@ public struct KeyMapper: Sendable {
             var dotted = String(rest.dropLast(".weight".count))
             if dotted.hasPrefix("encoder.") { dotted = "text_model." + dotted }
             let c = dotted.split(separator: ".")
-            let targetable = c.count == 6 && c[0] == "text_model" && c[1] == "encoder" && c[2] == "layers"
+            let targetable =
+                c.count == 6 && c[0] == "text_model" && c[1] == "encoder" && c[2] == "layers"
                 && ((c[4] == "self_attn" && ["q_proj", "k_proj", "v_proj", "out_proj"].contains(c[5]))
                     || (c[4] == "mlp" && (c[5] == "fc1" || c[5] == "fc2")))
             register(component, underscored(dotted), entry(targetable: targetable))
@@ -276,7 +283,9 @@ public struct KeyMapper: Sendable {
                 if dims.count == 2, dims[0] % 3 == 0 {
                     let third = dims[0] / 3
                     for (j, name) in ["q_proj", "k_proj", "v_proj"].enumerated() {
-                        register(component, hf + "self_attn_" + name, entry(rows: j * third ..< (j + 1) * third, targetable: targetable))
+                        register(
+                            component, hf + "self_attn_" + name,
+                            entry(rows: j * third..<(j + 1) * third, targetable: targetable))
                     }
                 }
             case "attn.out_proj.weight": register(component, hf + "self_attn_out_proj", entry(targetable: targetable))
@@ -306,7 +315,9 @@ public struct KeyMapper: Sendable {
         let a = adapter.baseModel.family
         let c = checkpoint.family
         if a == .unknown || c == .unknown {
-            let note = a == .unknown ? "the adapter's base model is unknown; modules are checked one by one"
+            let note =
+                a == .unknown
+                ? "the adapter's base model is unknown; modules are checked one by one"
                 : "the checkpoint's architecture is unknown; modules are checked one by one"
             return Compatibility(isCompatible: true, adapterFamily: a, checkpointFamily: c, message: note)
         }
@@ -314,7 +325,9 @@ public struct KeyMapper: Sendable {
         let why = adapter.baseModel.evidence.prefix(3).joined(separator: "; ")
         return Compatibility(
             isCompatible: false, adapterFamily: a, checkpointFamily: c,
-            message: "the adapter is for \(a.displayName) (\(why)) but the checkpoint is \(checkpoint.architecture.displayName)")
+            message:
+                "the adapter is for \(a.displayName) (\(why)) but the checkpoint is \(checkpoint.architecture.displayName)"
+        )
     }
 
     /// Throws when the adapter is for another model family (an SD1 LoRA on SDXL…).
@@ -322,7 +335,8 @@ public struct KeyMapper: Sendable {
     public func checkCompatible(_ adapter: AdapterAnalysis) throws(MappingError) {
         let c = compatibility(with: adapter)
         if !c.isCompatible {
-            throw MappingError(kind: .wrongBaseModel, module: nil, message: c.message ?? "the adapter is for another base model")
+            throw MappingError(
+                kind: .wrongBaseModel, module: nil, message: c.message ?? "the adapter is for another base model")
         }
     }
 
@@ -331,33 +345,48 @@ public struct KeyMapper: Sendable {
     ///   - module: the adapter module.
     ///   - adapterFamily: the adapter's detected family; when known and different
     ///     from the checkpoint's, the module fails with ``MappingError/Kind/wrongBaseModel``.
-    public func resolve(_ module: AdapterModule, adapterFamily: ModelFamily = .unknown) -> Result<MappedTarget, MappingError> {
+    public func resolve(_ module: AdapterModule, adapterFamily: ModelFamily = .unknown) -> Result<
+        MappedTarget, MappingError
+    > {
         func fail(_ k: MappingError.Kind, _ m: String) -> Result<MappedTarget, MappingError> {
             .failure(MappingError(kind: k, module: module.name, message: m))
         }
         if adapterFamily != .unknown, checkpoint.family != .unknown, adapterFamily != checkpoint.family {
-            return fail(.wrongBaseModel, "the adapter is for \(adapterFamily.displayName), the checkpoint is \(checkpoint.architecture.displayName)")
+            return fail(
+                .wrongBaseModel,
+                "the adapter is for \(adapterFamily.displayName), the checkpoint is \(checkpoint.architecture.displayName)"
+            )
         }
         if module.kind == .embedding || module.component == .embedding {
             return fail(.unsupportedModule, "bundled embeddings have no weight target")
         }
-        if module.kind == .unknown { return fail(.unsupportedModule, "the module's keys are not a known adapter format") }
+        if module.kind == .unknown {
+            return fail(.unsupportedModule, "the module's keys are not a known adapter format")
+        }
         guard componentsIndexed.contains(module.component) else {
             let have = componentsIndexed.sorted().map(\.rawValue).joined(separator: ", ")
-            return fail(.missingComponent, "the checkpoint has no \(module.component.rawValue) component (it has \(have.isEmpty ? "none" : have)); the adapter is probably for another base model")
+            return fail(
+                .missingComponent,
+                "the checkpoint has no \(module.component.rawValue) component (it has \(have.isEmpty ? "none" : have)); the adapter is probably for another base model"
+            )
         }
         guard let e = index[Self.key(module.component, module.pathKey)] else {
-            return fail(.noSuchTensor, "no \(module.component.rawValue) tensor of the checkpoint has the path \(module.pathKey)")
+            return fail(
+                .noSuchTensor, "no \(module.component.rawValue) tensor of the checkpoint has the path \(module.pathKey)"
+            )
         }
         var shape = e.tensorShape
         if let rows = e.rows { shape[0] = rows.count }
-        let target = MappedTarget(tensorName: e.tensorName, tensorShape: e.tensorShape, rows: e.rows, shape: shape,
-                                  transposed: e.transposed, bias: e.bias)
+        let target = MappedTarget(
+            tensorName: e.tensorName, tensorShape: e.tensorShape, rows: e.rows, shape: shape,
+            transposed: e.transposed, bias: e.bias)
         let checked = e.transposed ? Array(shape.reversed()) : shape
         if !Self.fits(module, checked) {
             let slice = e.rows.map { " rows \($0.lowerBound)..<\($0.upperBound) (\(shapeText(shape)))" } ?? ""
             let have = module.delta?.description ?? "?"
-            return fail(.shapeMismatch, "adapter delta \(have) does not fit \(e.tensorName) \(shapeText(e.tensorShape))\(slice)")
+            return fail(
+                .shapeMismatch, "adapter delta \(have) does not fit \(e.tensorName) \(shapeText(e.tensorShape))\(slice)"
+            )
         }
         return .success(target)
     }
@@ -369,7 +398,7 @@ public struct KeyMapper: Sendable {
             let n = w.saturatedElementCount
             return n == shape[0] || n == saturatedProduct(Array(shape.dropFirst()))
         default:
-            guard let d = module.delta else { return true }   // nothing to check against
+            guard let d = module.delta else { return true }  // nothing to check against
             return d.fits(shape)
         }
     }
@@ -385,17 +414,20 @@ public struct KeyMapper: Sendable {
         let ownOFT = module.kind == .oft && checkpoint.architecture == .sdxlBase
         guard module.kind == .lora || ownOFT else { return .ignoresFormat }
         guard module.scheme == expected, module.loraSpelling == .kohya || ownOFT else { return .skipsName }
-        guard let e = index[Self.key(module.component, module.pathKey)], e.sdScriptsTargetable else { return .skipsName }
+        guard let e = index[Self.key(module.component, module.pathKey)], e.sdScriptsTargetable else {
+            return .skipsName
+        }
         return module.isTucker || module.hasDoRA ? .partial : .merges
     }
 
     /// Maps every module of an adapter.
     public func plan(_ adapter: AdapterAnalysis) -> MappingPlan {
         let family = adapter.baseModel.family
-        return MappingPlan(mappings: adapter.modules.map { m in
-            let r = resolve(m, adapterFamily: family)
-            let treatment: SDScriptsTreatment? = (try? r.get()).map { sdScriptsTreatment(of: m, target: $0) }
-            return ModuleMapping(module: m.name, component: m.component, result: r, sdScripts: treatment)
-        })
+        return MappingPlan(
+            mappings: adapter.modules.map { m in
+                let r = resolve(m, adapterFamily: family)
+                let treatment: SDScriptsTreatment? = (try? r.get()).map { sdScriptsTreatment(of: m, target: $0) }
+                return ModuleMapping(module: m.name, component: m.component, result: r, sdScripts: treatment)
+            })
     }
 }

@@ -40,11 +40,14 @@ public struct ListReport: Codable, Sendable, Equatable {
     ///   - metadata: its metadata.
     ///   - alphaValue: reads an adapter's `alpha` values (see ``AdapterAnalysis``).
     ///   - includeModules: list every adapter module with its parts.
-    public init(tensors: [TensorInfo], metadata: [String: String]?,
-                alphaValue: ((TensorInfo) throws -> Double?)? = nil, includeModules: Bool = false) {
+    public init(
+        tensors: [TensorInfo], metadata: [String: String]?,
+        alphaValue: ((TensorInfo) throws -> Double?)? = nil, includeModules: Bool = false
+    ) {
         if AdapterAnalysis.looksLikeAdapter(tensors) {
-            self.init(adapter: AdapterAnalysis(tensors: tensors, metadata: metadata, alphaValue: alphaValue),
-                      tensors: tensors, alphasRead: alphaValue != nil, includeModules: includeModules)
+            self.init(
+                adapter: AdapterAnalysis(tensors: tensors, metadata: metadata, alphaValue: alphaValue),
+                tensors: tensors, alphasRead: alphaValue != nil, includeModules: includeModules)
         } else {
             self.init(checkpoint: CheckpointAnalysis(tensors: tensors, metadata: metadata), tensors: tensors)
         }
@@ -52,8 +55,9 @@ public struct ListReport: Codable, Sendable, Equatable {
 
     /// Describes a checkpoint.
     public init(checkpoint: CheckpointAnalysis, tensors: [TensorInfo]) {
-        self.init(kind: "checkpoint", tensors: tensors, metadata: TrainingMetadata(checkpoint.metadata),
-                  checkpoint: CheckpointReport(checkpoint), adapter: nil)
+        self.init(
+            kind: "checkpoint", tensors: tensors, metadata: TrainingMetadata(checkpoint.metadata),
+            checkpoint: CheckpointReport(checkpoint), adapter: nil)
     }
 
     /// Describes an adapter.
@@ -61,12 +65,15 @@ public struct ListReport: Codable, Sendable, Equatable {
     ///   - alphasRead: whether the analysis was given an alpha reader (an empty
     ///     alpha distribution then means "no alpha tensors", not "not read").
     public init(adapter: AdapterAnalysis, tensors: [TensorInfo], alphasRead: Bool, includeModules: Bool = false) {
-        self.init(kind: "adapter", tensors: tensors, metadata: adapter.training, checkpoint: nil,
-                  adapter: AdapterReport(adapter, alphasRead: alphasRead, includeModules: includeModules))
+        self.init(
+            kind: "adapter", tensors: tensors, metadata: adapter.training, checkpoint: nil,
+            adapter: AdapterReport(adapter, alphasRead: alphasRead, includeModules: includeModules))
     }
 
-    private init(kind: String, tensors: [TensorInfo], metadata: TrainingMetadata,
-                 checkpoint: CheckpointReport?, adapter: AdapterReport?) {
+    private init(
+        kind: String, tensors: [TensorInfo], metadata: TrainingMetadata,
+        checkpoint: CheckpointReport?, adapter: AdapterReport?
+    ) {
         schema = Self.schemaVersion
         self.kind = kind
         tensorCount = tensors.count
@@ -119,8 +126,9 @@ public struct CheckpointReport: Codable, Sendable, Equatable {
         family = a.family
         evidence = a.evidence
         components = a.components.map {
-            ComponentReport(component: $0.component, prefix: $0.prefix, tensorCount: $0.tensorCount,
-                            parameterCount: $0.parameterCount, byteCount: $0.byteCount)
+            ComponentReport(
+                component: $0.component, prefix: $0.prefix, tensorCount: $0.tensorCount,
+                parameterCount: $0.parameterCount, byteCount: $0.byteCount)
         }
         contextWidth = a.contextWidth
         unetInputChannels = a.unetInputChannels
@@ -273,8 +281,9 @@ public struct AdapterReport: Codable, Sendable, Equatable {
         hasTucker = a.hasTucker
         scheme = a.scheme
         schemeName = a.scheme.displayName
-        baseModel = BaseModelReport(family: a.baseModel.family, name: a.baseModel.family.displayName,
-                                    evidence: a.baseModel.evidence, conflicts: a.baseModel.conflicts)
+        baseModel = BaseModelReport(
+            family: a.baseModel.family, name: a.baseModel.family.displayName,
+            evidence: a.baseModel.evidence, conflicts: a.baseModel.conflicts)
         contextWidth = a.contextWidth
         moduleCount = a.modules.count
         moduleCounts = Dictionary(uniqueKeysWithValues: a.moduleCounts.map { ($0.key.rawValue, $0.value) })
@@ -285,16 +294,24 @@ public struct AdapterReport: Codable, Sendable, Equatable {
         self.alphasRead = alphasRead
         alphas = a.alphas
         convAlphas = a.convAlphas
-        issues = a.modules.flatMap { m in m.issues.map { IssueReport(module: m.name, kind: $0.kind, message: $0.message) } }
+        issues = a.modules.flatMap { m in
+            m.issues.map { IssueReport(module: m.name, kind: $0.kind, message: $0.message) }
+        }
         training = TrainingReport(a.training)
-        modules = includeModules ? a.modules.map { m in
-            ModuleReport(
-                name: m.name, component: m.component, kind: m.kind, scheme: m.scheme, layer: m.layer.name,
-                rank: m.rank, alpha: m.alpha, tucker: m.isTucker, doraAxis: m.doraAxis?.rawValue,
-                parts: Dictionary(uniqueKeysWithValues: m.parts.map {
-                    ($0.key.rawValue, PartReport(name: $0.value.name, dtype: $0.value.dtype.rawValue, shape: $0.value.shape))
-                }),
-                issues: m.issues)
-        } : nil
+        modules =
+            includeModules
+            ? a.modules.map { m in
+                ModuleReport(
+                    name: m.name, component: m.component, kind: m.kind, scheme: m.scheme, layer: m.layer.name,
+                    rank: m.rank, alpha: m.alpha, tucker: m.isTucker, doraAxis: m.doraAxis?.rawValue,
+                    parts: Dictionary(
+                        uniqueKeysWithValues: m.parts.map {
+                            (
+                                $0.key.rawValue,
+                                PartReport(name: $0.value.name, dtype: $0.value.dtype.rawValue, shape: $0.value.shape)
+                            )
+                        }),
+                    issues: m.issues)
+            } : nil
     }
 }

@@ -108,7 +108,9 @@ public struct ModuleModifiers: Sendable, Equatable {
     /// `bias += ratio · scale · up_bias`.
     public var upBias: TensorInfo?
 
-    public init(alpha: TensorInfo? = nil, scale: TensorInfo? = nil, dora: DoRAModifier? = nil, upBias: TensorInfo? = nil) {
+    public init(
+        alpha: TensorInfo? = nil, scale: TensorInfo? = nil, dora: DoRAModifier? = nil, upBias: TensorInfo? = nil
+    ) {
         self.alpha = alpha
         self.scale = scale
         self.dora = dora

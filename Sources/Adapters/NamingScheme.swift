@@ -63,11 +63,15 @@ struct ModuleAddress {
 
 enum ModuleNames {
     static let sgmRoots = ["input_blocks_", "middle_block_", "output_blocks_", "time_embed_", "label_emb_", "out_"]
-    static let diffusersRoots = ["down_blocks_", "mid_block_", "up_blocks_", "conv_in", "conv_out", "conv_norm_out",
-                                 "time_embedding_", "add_embedding_"]
-    static let ditRoots = ["double_blocks_", "single_blocks_", "joint_blocks_", "img_in", "txt_in", "time_in_",
-                           "vector_in_", "guidance_in_", "final_layer_", "x_embedder", "context_embedder",
-                           "t_embedder_", "y_embedder_"]
+    static let diffusersRoots = [
+        "down_blocks_", "mid_block_", "up_blocks_", "conv_in", "conv_out", "conv_norm_out",
+        "time_embedding_", "add_embedding_",
+    ]
+    static let ditRoots = [
+        "double_blocks_", "single_blocks_", "joint_blocks_", "img_in", "txt_in", "time_in_",
+        "vector_in_", "guidance_in_", "final_layer_", "x_embedder", "context_embedder",
+        "t_embedder_", "y_embedder_",
+    ]
 
     /// kohya style for a UNet body already in underscore form.
     static func kohyaUNetScheme(_ body: String) -> NamingScheme {
@@ -90,7 +94,9 @@ enum ModuleNames {
     static func address(of name: String, spelling: LoRASpelling?) -> ModuleAddress {
         func after(_ p: String) -> Substring? { name.hasPrefix(p) ? name.dropFirst(p.count) : nil }
 
-        if name.hasPrefix("bundle_emb.") { return ModuleAddress(component: .embedding, scheme: .embedding, pathKey: underscored(name)) }
+        if name.hasPrefix("bundle_emb.") {
+            return ModuleAddress(component: .embedding, scheme: .embedding, pathKey: underscored(name))
+        }
         let kohya: [(String, Component)] = [
             ("lora_unet_", .unet), ("lora_te1_", .te1), ("lora_te2_", .te2), ("lora_te3_", .te3),
             ("lora_te_", .te), ("oft_unet_", .unet), ("lora_transformer_", .unet),
@@ -108,7 +114,8 @@ enum ModuleNames {
         }
         if let body = after("lycoris_") {
             for (p, c) in [("te1_", Component.te1), ("te2_", .te2), ("te_", .te)] where body.hasPrefix(p) {
-                return ModuleAddress(component: c, scheme: .simpleTunerLycoris, pathKey: underscored(body.dropFirst(p.count)))
+                return ModuleAddress(
+                    component: c, scheme: .simpleTunerLycoris, pathKey: underscored(body.dropFirst(p.count)))
             }
             return ModuleAddress(component: .unet, scheme: .simpleTunerLycoris, pathKey: underscored(body))
         }
@@ -126,17 +133,22 @@ enum ModuleNames {
         // `text_encoder.` is te on SD1/SD2 and te1 on SDXL; the file-level pass decides.
         for (p, c) in [("text_encoder_2.", Component.te2), ("text_encoder.", .te)] {
             if let body = after(p) {
-                return ModuleAddress(component: c, scheme: legacy ? .diffusersLegacy : .diffusersPEFT, pathKey: underscored(body))
+                return ModuleAddress(
+                    component: c, scheme: legacy ? .diffusersLegacy : .diffusersPEFT, pathKey: underscored(body))
             }
         }
         for (p, c) in [("clip_l.", Component.te1), ("clip_g.", .te2)] {
-            if let body = after(p) { return ModuleAddress(component: c, scheme: .oneTrainerOMI, pathKey: underscored(body)) }
+            if let body = after(p) {
+                return ModuleAddress(component: c, scheme: .oneTrainerOMI, pathKey: underscored(body))
+            }
         }
         if let body = after("diffusion_model.") {
             return ModuleAddress(component: .unet, scheme: .comfyUI, pathKey: underscored(body))
         }
-        for (p, c) in [("text_encoders.clip_l.transformer.", Component.te1), ("text_encoders.clip_g.transformer.", .te2),
-                       ("text_encoders.t5xxl.transformer.", .te3)] {
+        for (p, c) in [
+            ("text_encoders.clip_l.transformer.", Component.te1), ("text_encoders.clip_g.transformer.", .te2),
+            ("text_encoders.t5xxl.transformer.", .te3),
+        ] {
             if let body = after(p) { return ModuleAddress(component: c, scheme: .comfyUI, pathKey: underscored(body)) }
         }
         if let body = after("transformer.") {

@@ -13,7 +13,8 @@ public struct MetadataValueSummary: Sendable, Equatable, Codable {
     public let nestedEntryCount: Int?
 
     enum CodingKeys: String, CodingKey {
-        case byteCount = "byte_count", jsonKind = "json_kind", entryCount = "entry_count", nestedEntryCount = "nested_entry_count"
+        case byteCount = "byte_count", jsonKind = "json_kind", entryCount = "entry_count", nestedEntryCount =
+            "nested_entry_count"
     }
 
     /// Summarises a metadata value.
@@ -114,11 +115,15 @@ public struct TrainingMetadata: Sendable, Equatable {
         networkDim = int("ss_network_dim")
         networkAlpha = str("ss_network_alpha").flatMap(Double.init)
         if let raw = str("ss_network_args"),
-           let o = (try? JSONSerialization.jsonObject(with: Data(raw.utf8))) as? [String: Any] {
+            let o = (try? JSONSerialization.jsonObject(with: Data(raw.utf8))) as? [String: Any]
+        {
             networkArgs = o.mapValues { v in
                 if let s = v as? String { return s }
                 if let d = try? JSONSerialization.data(withJSONObject: v, options: [.fragmentsAllowed, .sortedKeys]),
-                   let s = String(data: d, encoding: .utf8) { return s }
+                    let s = String(data: d, encoding: .utf8)
+                {
+                    return s
+                }
                 return String(describing: v)
             }
         } else {

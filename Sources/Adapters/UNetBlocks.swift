@@ -111,8 +111,10 @@ enum UNetBlocks {
         let c = Array(inner)
         guard c.count >= 4, c[0] == "transformer_blocks", Int(c[1]) != nil else { return false }
         let t = c[2...].joined(separator: ".")
-        return ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-                "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
-                "ff.net.0.proj", "ff.net.2"].contains(t)
+        return [
+            "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+            "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
+            "ff.net.0.proj", "ff.net.2",
+        ].contains(t)
     }
 }

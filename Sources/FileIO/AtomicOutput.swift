@@ -59,7 +59,9 @@ public final class AtomicOutput: @unchecked Sendable {
     ///   - anonymousTemporary: try `O_TMPFILE` first (pass false to force the named temporary file).
     /// - Throws: ``FileIOError`` `.refused` (``FileIOError/Refusal`` `.exists`, `.sameAsInput`,
     ///   `.notRegularFile`), `.systemCall` when the file cannot be created.
-    public init(path: String, overwrite: Bool, inputs: [String] = [], anonymousTemporary: Bool = true) throws(FileIOError) {
+    public init(path: String, overwrite: Bool, inputs: [String] = [], anonymousTemporary: Bool = true)
+        throws(FileIOError)
+    {
         self.path = path
         self.overwrite = overwrite
         var st = stat()
@@ -67,7 +69,9 @@ public final class AtomicOutput: @unchecked Sendable {
             for input in inputs where input != "-" {
                 var ist = stat()
                 if stat(input, &ist) == 0 && ist.st_dev == st.st_dev && ist.st_ino == st.st_ino {
-                    throw .refused(path, .sameAsInput, "the output is the same file as the input \(input); choose another output path")
+                    throw .refused(
+                        path, .sameAsInput,
+                        "the output is the same file as the input \(input); choose another output path")
                 }
             }
             try Self.requireRegular(path, st)
@@ -97,11 +101,14 @@ public final class AtomicOutput: @unchecked Sendable {
             let candidate = "\(dir)/.\(base).graft-partial-\(getpid())-\(attempt)"
             let fd = retryingEINTR { open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
             if fd >= 0 { made = (candidate, fd); break }
-            if errno != EEXIST { throw .systemCall("open", path: path, errno: errno, "creating a temporary file in \(dir)") }
+            if errno != EEXIST {
+                throw .systemCall("open", path: path, errno: errno, "creating a temporary file in \(dir)")
+            }
         }
         guard let (tmp, fd) = made else {
-            throw FileIOError(.systemCall, path: path, systemCall: "open", errnoCode: EEXIST,
-                              "cannot create a temporary file in \(dir)")
+            throw FileIOError(
+                .systemCall, path: path, systemCall: "open", errnoCode: EEXIST,
+                "cannot create a temporary file in \(dir)")
         }
         mode = .named
         temporaryPath = tmp
@@ -133,13 +140,16 @@ public final class AtomicOutput: @unchecked Sendable {
     /// when it throws (the scoped form of ``init(path:overwrite:inputs:anonymousTemporary:)``
     /// + ``commit()`` / ``abort()``).
     /// - Throws: what opening, `body` or committing throws.
-    public static func write<R>(to destination: OutputDestination, overwrite: Bool, inputs: [String] = [],
-                                anonymousTemporary: Bool = true,
-                                _ body: (AtomicOutput) throws -> R) throws -> R {
+    public static func write<R>(
+        to destination: OutputDestination, overwrite: Bool, inputs: [String] = [],
+        anonymousTemporary: Bool = true,
+        _ body: (AtomicOutput) throws -> R
+    ) throws -> R {
         let out: AtomicOutput
         switch destination {
         case .file(let path):
-            out = try AtomicOutput(path: path, overwrite: overwrite, inputs: inputs, anonymousTemporary: anonymousTemporary)
+            out = try AtomicOutput(
+                path: path, overwrite: overwrite, inputs: inputs, anonymousTemporary: anonymousTemporary)
         case .standardOutput:
             out = try AtomicOutput.standardOutput()
         }
@@ -161,8 +171,10 @@ public final class AtomicOutput: @unchecked Sendable {
         let r = posix_fallocate(descriptor, 0, off_t(byteCount))
         if r == 0 { return }
         if r == ENOSPC {
-            throw FileIOError(.noSpace, path: path, systemCall: "posix_fallocate", errnoCode: r,
-                              "not enough disk space for \(byteCount) bytes (posix_fallocate: \(String(cString: strerror(r)).lowercased()))")
+            throw FileIOError(
+                .noSpace, path: path, systemCall: "posix_fallocate", errnoCode: r,
+                "not enough disk space for \(byteCount) bytes (posix_fallocate: \(String(cString: strerror(r)).lowercased()))"
+            )
         }
         // File systems without fallocate support: fall back to setting the size.
         if ftruncate(descriptor, off_t(byteCount)) != 0 { throw .systemCall("ftruncate", path: path, errno: errno) }
@@ -219,7 +231,9 @@ public final class AtomicOutput: @unchecked Sendable {
                 if !overwrite && lstat(path, &st) == 0 {
                     throw .refused(path, .exists, "the output appeared while it was being written")
                 }
-                if rename(temporaryPath!, path) != 0 { throw FileIOError.systemCall("rename", path: path, errno: errno) }
+                if rename(temporaryPath!, path) != 0 {
+                    throw FileIOError.systemCall("rename", path: path, errno: errno)
+                }
             } catch {
                 CleanupRegistry.removeFile(slot: slot)
                 throw error
@@ -263,9 +277,13 @@ public final class AtomicOutput: @unchecked Sendable {
             }
             let e = errno
             CleanupRegistry.forget(slot: slot)
-            if e != EEXIST { throw .systemCall("linkat", path: path, errno: e, "linking the output under a temporary name") }
+            if e != EEXIST {
+                throw .systemCall("linkat", path: path, errno: e, "linking the output under a temporary name")
+            }
         }
-        throw FileIOError(.systemCall, path: path, systemCall: "linkat", errnoCode: EEXIST, "cannot find a free temporary name in \(dir)")
+        throw FileIOError(
+            .systemCall, path: path, systemCall: "linkat", errnoCode: EEXIST,
+            "cannot find a free temporary name in \(dir)")
     }
 
     /// Refuses to rename over something that became a FIFO, device... since the output was opened.
@@ -288,7 +306,7 @@ public final class AtomicOutput: @unchecked Sendable {
         finished = true
         switch mode {
         case .stream: break
-        case .anonymous: close(descriptor)   // the unnamed file disappears with it
+        case .anonymous: close(descriptor)  // the unnamed file disappears with it
         case .named:
             close(descriptor)
             if slot >= 0 { CleanupRegistry.removeFile(slot: slot) } else if let temporaryPath { unlink(temporaryPath) }
@@ -320,8 +338,9 @@ public final class AtomicOutput: @unchecked Sendable {
         }
         var lst = stat()
         let viaLink = lstat(path, &lst) == 0 && (lst.st_mode & S_IFMT) == S_IFLNK
-        throw .refused(path, .notRegularFile,
-                       "the output path is \(viaLink ? "a symlink to " : "")\(what); only regular files are written")
+        throw .refused(
+            path, .notRegularFile,
+            "the output path is \(viaLink ? "a symlink to " : "")\(what); only regular files are written")
     }
 
     /// Deletes `.<base>.graft-partial-<pid>-<n>` files in `dir` whose process no longer
@@ -339,7 +358,7 @@ public final class AtomicOutput: @unchecked Sendable {
             let rest = name.dropFirst(prefix.count)
             let parts = rest.split(separator: "-", omittingEmptySubsequences: false)
             guard parts.count == 2, let pid = Int32(parts[0]), !parts[1].isEmpty,
-                  parts[1].allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "r") })
+                parts[1].allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "r") })
             else { continue }
             if pid == getpid() || SystemInfo.processExists(pid) { continue }
             if unlink("\(dir)/\(name)") == 0 { removed.append(name) }
@@ -375,13 +394,15 @@ func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, path
         if n < 0 {
             let code = errno
             if code == ENOSPC || code == EDQUOT {
-                throw FileIOError(.noSpace, path: path, systemCall: "pwrite", errnoCode: code,
-                                  offset: UInt64(offset + done), "disk full while writing the output")
+                throw FileIOError(
+                    .noSpace, path: path, systemCall: "pwrite", errnoCode: code,
+                    offset: UInt64(offset + done), "disk full while writing the output")
             }
             throw .systemCall("pwrite", path: path, errno: code)
         }
         if n == 0 {
-            throw FileIOError(.systemCall, path: path, systemCall: "pwrite", offset: UInt64(offset + done), "pwrite wrote nothing")
+            throw FileIOError(
+                .systemCall, path: path, systemCall: "pwrite", offset: UInt64(offset + done), "pwrite wrote nothing")
         }
         done += n
     }

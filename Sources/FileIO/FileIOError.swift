@@ -51,8 +51,10 @@ public struct FileIOError: Error, Equatable, Sendable, CustomStringConvertible {
     /// What was being done and what failed, in lowercase words.
     public var detail: String
 
-    public init(_ kind: Kind, path: String, systemCall: String? = nil, errnoCode: Int32? = nil,
-                refusal: Refusal? = nil, offset: UInt64? = nil, _ detail: String) {
+    public init(
+        _ kind: Kind, path: String, systemCall: String? = nil, errnoCode: Int32? = nil,
+        refusal: Refusal? = nil, offset: UInt64? = nil, _ detail: String
+    ) {
         self.kind = kind
         self.path = path
         self.systemCall = systemCall
@@ -72,13 +74,16 @@ public struct FileIOError: Error, Equatable, Sendable, CustomStringConvertible {
     /// - Parameters:
     ///   - call: the C name of the call.
     ///   - code: the errno it set (read `errno` right after the call).
-    package static func systemCall(_ call: String, path: String, errno code: Int32, offset: UInt64? = nil,
-                                   _ doing: String? = nil) -> FileIOError {
+    package static func systemCall(
+        _ call: String, path: String, errno code: Int32, offset: UInt64? = nil,
+        _ doing: String? = nil
+    ) -> FileIOError {
         let text = String(cString: strerror(code)).lowercased()
         let prefix = doing.map { "\($0): " } ?? ""
         let kind: Kind = code == ENOSPC || code == EDQUOT ? .noSpace : .systemCall
-        return FileIOError(kind, path: path, systemCall: call, errnoCode: code, offset: offset,
-                           "\(prefix)\(call) failed: \(text)")
+        return FileIOError(
+            kind, path: path, systemCall: call, errnoCode: code, offset: offset,
+            "\(prefix)\(call) failed: \(text)")
     }
 
     public var description: String {

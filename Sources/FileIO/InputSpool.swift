@@ -71,7 +71,9 @@ public enum InputSpool {
         if dir.isEmpty { dir = "/tmp" }
         var template = Array("\(dir)/graft-spool-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        if fd < 0 { throw FileIOError.systemCall("mkstemp", path: display, errno: errno, "creating a spool file in \(dir)") }
+        if fd < 0 {
+            throw FileIOError.systemCall("mkstemp", path: display, errno: errno, "creating a spool file in \(dir)")
+        }
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         return fd
     }
@@ -80,7 +82,9 @@ public enum InputSpool {
         var done = 0
         while done < count {
             let n = retryingEINTR { write(fd, p + done, count - done) }
-            if n < 0 { throw FileIOError.systemCall("write", path: display, errno: errno, "spooling input to a temporary file") }
+            if n < 0 {
+                throw FileIOError.systemCall("write", path: display, errno: errno, "spooling input to a temporary file")
+            }
             done += n
         }
     }
@@ -96,7 +100,7 @@ public enum InputSpool {
         let bound: (UnsafeRawBufferPointer) throws -> SpoolBound
         private(set) var total: UInt64 = 0
         private var head: [UInt8] = []
-        private var want: Int? = nil       // prefix length the bound asked for
+        private var want: Int? = nil  // prefix length the bound asked for
         private var declared: UInt64? = nil
 
         init(fd: Int32, display: String, bound: @escaping (UnsafeRawBufferPointer) throws -> SpoolBound) {
@@ -110,8 +114,9 @@ public enum InputSpool {
             if declared == nil { try collectPrefix(p, count) }
             let (after, overflow) = total.addingReportingOverflow(UInt64(count))
             if let declared, overflow || after > declared {
-                throw FileIOError(.exceedsDeclaredSize, path: display, offset: declared,
-                                  "the stream goes on past the \(declared) bytes its header declares")
+                throw FileIOError(
+                    .exceedsDeclaredSize, path: display, offset: declared,
+                    "the stream goes on past the \(declared) bytes its header declares")
             }
             try InputSpool.writeAll(fd, p, count, display: display)
             total = after
@@ -136,18 +141,23 @@ public enum InputSpool {
         }
     }
 
-    private static func spool(from fd: Int32, display: String, firstBytes: [UInt8], compressed: Bool,
-                              bound: (UnsafeRawBufferPointer) throws -> SpoolBound) throws -> MappedFile {
+    private static func spool(
+        from fd: Int32, display: String, firstBytes: [UInt8], compressed: Bool,
+        bound: (UnsafeRawBufferPointer) throws -> SpoolBound
+    ) throws -> MappedFile {
         let out = try makeTempFile(display: display)
         defer { close(out) }
         return try withoutActuallyEscaping(bound) { bound in
             var sink = BoundedSpool(fd: out, display: display, bound: bound)
-            return try spool(from: fd, into: &sink, out: out, display: display, firstBytes: firstBytes, compressed: compressed)
+            return try spool(
+                from: fd, into: &sink, out: out, display: display, firstBytes: firstBytes, compressed: compressed)
         }
     }
 
-    private static func spool(from fd: Int32, into sink: inout BoundedSpool, out: Int32, display: String,
-                              firstBytes: [UInt8], compressed: Bool) throws -> MappedFile {
+    private static func spool(
+        from fd: Int32, into sink: inout BoundedSpool, out: Int32, display: String,
+        firstBytes: [UInt8], compressed: Bool
+    ) throws -> MappedFile {
         let inBuf = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64)
         defer { inBuf.deallocate() }
         var pending = firstBytes.count
@@ -194,8 +204,9 @@ public enum InputSpool {
                 let r = ZSTD_decompressStream(dctx, &output, &input)
                 if ZSTD_isError(r) != 0 {
                     let name = String(cString: ZSTD_getErrorName(r))
-                    throw FileIOError(.compression, path: display,
-                                      "malformed zstd data after \(total) decompressed bytes: \(name.lowercased())")
+                    throw FileIOError(
+                        .compression, path: display,
+                        "malformed zstd data after \(total) decompressed bytes: \(name.lowercased())")
                 }
                 lastRet = r
                 if output.pos > 0 {
@@ -221,8 +232,9 @@ public enum InputSpool {
             if output.pos < outCap { break }
         }
         if !sawInput || lastRet != 0 {
-            throw FileIOError(.compression, path: display,
-                              "truncated zstd stream: the last frame ends early (\(total) bytes decompressed)")
+            throw FileIOError(
+                .compression, path: display,
+                "truncated zstd stream: the last frame ends early (\(total) bytes decompressed)")
         }
         return try MappedFile(descriptor: out, displayName: display)
     }

@@ -24,11 +24,13 @@ package struct SystemThread: @unchecked Sendable {
         defer { pthread_attr_destroy(&attr) }
         if let stackSize { pthread_attr_setstacksize(&attr, stackSize) }
         var t = pthread_t()
-        let rc = pthread_create(&t, &attr, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &t, &attr,
+            { raw in
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                box.body()
+                return nil
+            }, box)
         guard rc == 0 else {
             Unmanaged<Box>.fromOpaque(box).release()
             return nil
@@ -93,6 +95,6 @@ package enum TestPause {
         guard first else { return }
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         if fd >= 0 { close(fd) }
-        while true { pause() }   // until a signal ends the process
+        while true { pause() }  // until a signal ends the process
     }
 }

@@ -16,8 +16,10 @@ public struct LoRATarget: Sendable, Equatable, CustomStringConvertible {
     /// `[]` for a Linear layer, `[kh, kw]` for a Conv2d.
     public let kernel: [Int]
 
-    public init(moduleName: String, targetKey: String, rows: Range<Int>? = nil,
-                outFeatures: Int, inFeatures: Int, kernel: [Int]) {
+    public init(
+        moduleName: String, targetKey: String, rows: Range<Int>? = nil,
+        outFeatures: Int, inFeatures: Int, kernel: [Int]
+    ) {
         self.moduleName = moduleName
         self.targetKey = targetKey
         self.rows = rows
@@ -54,9 +56,11 @@ public struct KohyaLoRAOptions: Sendable, Equatable {
     /// Spread of `lora_down` values.
     public var downStd: Float
 
-    public init(rank: Int = 16, alpha: Float = 8, convRank: Int? = nil, convAlpha: Float = 1,
-                includeUNet: Bool = true, includeTextEncoders: Bool = true, dtype: DType = .F16,
-                upStd: Float = 0.015, downStd: Float = 0.05) {
+    public init(
+        rank: Int = 16, alpha: Float = 8, convRank: Int? = nil, convAlpha: Float = 1,
+        includeUNet: Bool = true, includeTextEncoders: Bool = true, dtype: DType = .F16,
+        upStd: Float = 0.015, downStd: Float = 0.05
+    ) {
         self.rank = rank
         self.alpha = alpha
         self.convRank = convRank
@@ -86,16 +90,20 @@ public enum KohyaLoRA {
     /// - Parameter includeConv: add the LoCon conv-class modules (ResBlock
     ///   `in_layers_2`/`out_layers_3`/`emb_layers_1`/`skip_connection`, `input_blocks_{3,6}_0_op`,
     ///   `output_blocks_{2,5}_2_conv`).
-    public static func sdxlTargets(checkpoint: [SyntheticTensor], includeConv: Bool,
-                                   includeUNet: Bool = true, includeTextEncoders: Bool = true) -> [LoRATarget] {
+    public static func sdxlTargets(
+        checkpoint: [SyntheticTensor], includeConv: Bool,
+        includeUNet: Bool = true, includeTextEncoders: Bool = true
+    ) -> [LoRATarget] {
         var out: [LoRATarget] = []
         let te2Layer = SDXLArchitecture.te2Prefix + "transformer.resblocks."
         for t in checkpoint {
             if includeUNet, let path = unetPath(t.name, prefix: SDXLArchitecture.unetPrefix),
-               isUNetTarget(path, includeConv: includeConv) {
+                isUNetTarget(path, includeConv: includeConv)
+            {
                 out.append(target("lora_unet_" + underscored(path), t))
             } else if includeTextEncoders, let rest = strip(t.name, SDXLArchitecture.te1Prefix, ".weight"),
-                      isCLIPTarget(rest) {
+                isCLIPTarget(rest)
+            {
                 out.append(target("lora_te1_" + underscored(rest), t))
             } else if includeTextEncoders, let rest = strip(t.name, te2Layer, "") {
                 // rest: "N.attn.in_proj_weight", "N.mlp.c_fc.weight", …
@@ -106,8 +114,10 @@ public enum KohyaLoRA {
                 case "attn.in_proj_weight":
                     let w = t.shape[0] / 3
                     for (i, proj) in ["q", "k", "v"].enumerated() {
-                        out.append(LoRATarget(moduleName: module + "self_attn_\(proj)_proj", targetKey: t.name,
-                                              rows: i * w ..< (i + 1) * w, outFeatures: w, inFeatures: t.shape[1], kernel: []))
+                        out.append(
+                            LoRATarget(
+                                moduleName: module + "self_attn_\(proj)_proj", targetKey: t.name,
+                                rows: i * w..<(i + 1) * w, outFeatures: w, inFeatures: t.shape[1], kernel: []))
                     }
                 case "attn.out_proj.weight": out.append(target(module + "self_attn_out_proj", t))
                 case "mlp.c_fc.weight": out.append(target(module + "mlp_fc1", t))
@@ -121,15 +131,19 @@ public enum KohyaLoRA {
 
     /// The trainable modules of an SD 1.x checkpoint (`SD15Architecture` naming), with
     /// kohya's diffusers-style module names.
-    public static func sd1Targets(checkpoint: [SyntheticTensor], includeConv: Bool,
-                                  includeUNet: Bool = true, includeTextEncoders: Bool = true) -> [LoRATarget] {
+    public static func sd1Targets(
+        checkpoint: [SyntheticTensor], includeConv: Bool,
+        includeUNet: Bool = true, includeTextEncoders: Bool = true
+    ) -> [LoRATarget] {
         var out: [LoRATarget] = []
         for t in checkpoint {
             if includeUNet, let path = unetPath(t.name, prefix: SD15Architecture.unetPrefix),
-               isUNetTarget(path, includeConv: includeConv), let diffusers = diffusersPath(ldm: path) {
+                isUNetTarget(path, includeConv: includeConv), let diffusers = diffusersPath(ldm: path)
+            {
                 out.append(target("lora_unet_" + underscored(diffusers), t))
             } else if includeTextEncoders, let rest = strip(t.name, SD15Architecture.tePrefix, ".weight"),
-                      isCLIPTarget(rest) {
+                isCLIPTarget(rest)
+            {
                 out.append(target("lora_te_" + underscored(rest), t))
             }
         }
@@ -148,27 +162,36 @@ public enum KohyaLoRA {
             let rank = spatial ? (o.convRank ?? o.rank) : o.rank
             let alpha = spatial ? o.convAlpha : o.alpha
             let isConv = !m.kernel.isEmpty
-            out.append(SyntheticTensor(name: m.moduleName + ".alpha", dtype: o.dtype, shape: [], fill: .constant(alpha)))
-            out.append(SyntheticTensor(name: m.moduleName + ".lora_down.weight", dtype: o.dtype,
-                                       shape: [rank, m.inFeatures] + m.kernel, fill: .normal(std: o.downStd)))
-            out.append(SyntheticTensor(name: m.moduleName + ".lora_up.weight", dtype: o.dtype,
-                                       shape: [m.outFeatures, rank] + (isConv ? [1, 1] : []), fill: .normal(std: o.upStd)))
+            out.append(
+                SyntheticTensor(name: m.moduleName + ".alpha", dtype: o.dtype, shape: [], fill: .constant(alpha)))
+            out.append(
+                SyntheticTensor(
+                    name: m.moduleName + ".lora_down.weight", dtype: o.dtype,
+                    shape: [rank, m.inFeatures] + m.kernel, fill: .normal(std: o.downStd)))
+            out.append(
+                SyntheticTensor(
+                    name: m.moduleName + ".lora_up.weight", dtype: o.dtype,
+                    shape: [m.outFeatures, rank] + (isConv ? [1, 1] : []), fill: .normal(std: o.upStd)))
         }
         return out.sortedByName()
     }
 
     /// A kohya SDXL LoRA (or LoCon, when `options.convRank` is set) for the checkpoint.
     public static func sdxl(checkpoint: [SyntheticTensor], options: KohyaLoRAOptions) -> [SyntheticTensor] {
-        tensors(for: sdxlTargets(checkpoint: checkpoint, includeConv: options.convRank != nil,
-                                 includeUNet: options.includeUNet, includeTextEncoders: options.includeTextEncoders),
-                options: options)
+        tensors(
+            for: sdxlTargets(
+                checkpoint: checkpoint, includeConv: options.convRank != nil,
+                includeUNet: options.includeUNet, includeTextEncoders: options.includeTextEncoders),
+            options: options)
     }
 
     /// A kohya SD 1.x LoRA (or LoCon) for the checkpoint.
     public static func sd1(checkpoint: [SyntheticTensor], options: KohyaLoRAOptions) -> [SyntheticTensor] {
-        tensors(for: sd1Targets(checkpoint: checkpoint, includeConv: options.convRank != nil,
-                                includeUNet: options.includeUNet, includeTextEncoders: options.includeTextEncoders),
-                options: options)
+        tensors(
+            for: sd1Targets(
+                checkpoint: checkpoint, includeConv: options.convRank != nil,
+                includeUNet: options.includeUNet, includeTextEncoders: options.includeTextEncoders),
+            options: options)
     }
 
     // MARK: Metadata
@@ -176,8 +199,10 @@ public enum KohyaLoRA {
     /// Training metadata as `sdxl_train_network.py` / `train_network.py` write it (all
     /// values strings, Python spellings): `ss_network_*`, `ss_base_model_version`, `ss_v2`,
     /// `modelspec.*`, a short `ss_tag_frequency` and a few counters. No `sshs_*` hashes.
-    public static func metadata(_ base: Base, options o: KohyaLoRAOptions, title: String,
-                                comment: String = "None") -> [String: String] {
+    public static func metadata(
+        _ base: Base, options o: KohyaLoRAOptions, title: String,
+        comment: String = "None"
+    ) -> [String: String] {
         var m: [String: String] = [
             "ss_network_module": "networks.lora",
             "ss_network_dim": String(o.rank),
@@ -195,7 +220,8 @@ public enum KohyaLoRA {
             "ss_learning_rate": "0.0001",
             "ss_seed": "42",
             "ss_mixed_precision": "fp16",
-            "ss_tag_frequency": #"{"10_graftcat": {"graftcat": 40, "cat": 31, "outdoors": 12, "looking at viewer": 9}}"#,
+            "ss_tag_frequency":
+                #"{"10_graftcat": {"graftcat": 40, "cat": 31, "outdoors": 12, "looking at viewer": 9}}"#,
             "ss_training_started_at": "1717200000.0",
             "ss_training_finished_at": "1717203600.0",
             "modelspec.sai_model_spec": "1.0.1",
@@ -275,8 +301,9 @@ public enum KohyaLoRA {
     }
 
     private static func target(_ module: String, _ t: SyntheticTensor) -> LoRATarget {
-        LoRATarget(moduleName: module, targetKey: t.name, outFeatures: t.shape[0], inFeatures: t.shape[1],
-                   kernel: Array(t.shape.dropFirst(2)))
+        LoRATarget(
+            moduleName: module, targetKey: t.name, outFeatures: t.shape[0], inFeatures: t.shape[1],
+            kernel: Array(t.shape.dropFirst(2)))
     }
 
     static func underscored(_ s: String) -> String {
@@ -290,8 +317,10 @@ public enum KohyaLoRA {
         guard p.count >= 3, let n = Int(p[1]) else { return nil }
         let rest = p[3...].joined(separator: ".")
         func resnet(_ base: String) -> String? {
-            let map = ["in_layers.2": "conv1", "out_layers.3": "conv2", "emb_layers.1": "time_emb_proj",
-                       "skip_connection": "conv_shortcut"]
+            let map = [
+                "in_layers.2": "conv1", "out_layers.3": "conv2", "emb_layers.1": "time_emb_proj",
+                "skip_connection": "conv_shortcut",
+            ]
             return map[rest].map { base + "." + $0 }
         }
         let block = p[2]

@@ -124,7 +124,9 @@ struct AutoencoderShape {
                 resnet(&b, p + "encoder.down.\(i).block.\(j)", in: ch, out: channels * mult)
                 ch = channels * mult
             }
-            if i != multipliers.count - 1 { b.conv(p + "encoder.down.\(i).downsample.conv", out: ch, in: ch, kernel: 3) }
+            if i != multipliers.count - 1 {
+                b.conv(p + "encoder.down.\(i).downsample.conv", out: ch, in: ch, kernel: 3)
+            }
         }
         middle(&b, p + "encoder.mid", top)
         b.norm(p + "encoder.norm_out", top)

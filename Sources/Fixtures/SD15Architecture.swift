@@ -12,8 +12,9 @@ public struct SD15Architecture: Sendable, Equatable {
     public let widthDivisor: Int
 
     public init(widthDivisor: Int = 1) {
-        precondition(SDXLArchitecture.validDivisors.contains(widthDivisor),
-                     "SD 1.5 width divisor must be one of \(SDXLArchitecture.validDivisors), got \(widthDivisor)")
+        precondition(
+            SDXLArchitecture.validDivisors.contains(widthDivisor),
+            "SD 1.5 width divisor must be one of \(SDXLArchitecture.validDivisors), got \(widthDivisor)")
         self.widthDivisor = widthDivisor
     }
 
@@ -29,9 +30,10 @@ public struct SD15Architecture: Sendable, Equatable {
     public let teLayers = 12
 
     var unet: UNetShape {
-        UNetShape(modelChannels: modelChannels, multipliers: [1, 2, 4, 4], resBlocksPerLevel: 2,
-                  depths: [1, 1, 1, 0], middleDepth: 1, contextWidth: contextWidth,
-                  linearProjection: false, labelInputWidth: nil)
+        UNetShape(
+            modelChannels: modelChannels, multipliers: [1, 2, 4, 4], resBlocksPerLevel: 2,
+            depths: [1, 1, 1, 0], middleDepth: 1, contextWidth: contextWidth,
+            linearProjection: false, labelInputWidth: nil)
     }
 
     /// Every tensor of the checkpoint, sorted by name.

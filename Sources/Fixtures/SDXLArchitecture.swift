@@ -19,8 +19,9 @@ public struct SDXLArchitecture: Sendable, Equatable {
     public static let validDivisors = [1, 2, 4, 8, 16, 32, 64]
 
     public init(widthDivisor: Int = 1) {
-        precondition(Self.validDivisors.contains(widthDivisor),
-                     "SDXL width divisor must be one of \(Self.validDivisors), got \(widthDivisor)")
+        precondition(
+            Self.validDivisors.contains(widthDivisor),
+            "SDXL width divisor must be one of \(Self.validDivisors), got \(widthDivisor)")
         self.widthDivisor = widthDivisor
     }
 
@@ -50,9 +51,10 @@ public struct SDXLArchitecture: Sendable, Equatable {
     public let textPositions = 77
 
     var unet: UNetShape {
-        UNetShape(modelChannels: modelChannels, multipliers: [1, 2, 4], resBlocksPerLevel: 2,
-                  depths: [0, 2, 10], middleDepth: 10, contextWidth: contextWidth,
-                  linearProjection: true, labelInputWidth: labelInputWidth)
+        UNetShape(
+            modelChannels: modelChannels, multipliers: [1, 2, 4], resBlocksPerLevel: 2,
+            depths: [0, 2, 10], middleDepth: 10, contextWidth: contextWidth,
+            linearProjection: true, labelInputWidth: labelInputWidth)
     }
 
     /// Every tensor of the checkpoint, sorted by name (2514 tensors).
@@ -60,9 +62,11 @@ public struct SDXLArchitecture: Sendable, Equatable {
         var b = TensorListBuilder(dtype: dtype)
         HFCLIPTextShape(width: te1Width, layers: te1Layers, vocabulary: vocabularySize, positions: textPositions)
             .add(to: &b, prefix: Self.te1Prefix)
-        OpenCLIPTextShape(width: te2Width, layers: te2Layers, vocabulary: vocabularySize,
-                          projectionWidth: te2Width, positions: textPositions)
-            .add(to: &b, prefix: Self.te2Prefix)
+        OpenCLIPTextShape(
+            width: te2Width, layers: te2Layers, vocabulary: vocabularySize,
+            projectionWidth: te2Width, positions: textPositions
+        )
+        .add(to: &b, prefix: Self.te2Prefix)
         AutoencoderShape(channels: vaeChannels).add(to: &b, prefix: Self.vaePrefix)
         unet.add(to: &b, prefix: Self.unetPrefix)
         return b.tensors.sortedByName()

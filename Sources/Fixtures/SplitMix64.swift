@@ -38,7 +38,8 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     @inline(__always)
     public mutating func nextNormal() -> Float {
         let r = next()
-        let s = UInt32(truncatingIfNeeded: r & 0xFFFF) + UInt32(truncatingIfNeeded: (r >> 16) & 0xFFFF)
+        let s =
+            UInt32(truncatingIfNeeded: r & 0xFFFF) + UInt32(truncatingIfNeeded: (r >> 16) & 0xFFFF)
             + UInt32(truncatingIfNeeded: (r >> 32) & 0xFFFF) + UInt32(truncatingIfNeeded: r >> 48)
         // Each term is uniform on [0, 65535]: mean 2·65535, variance 4·(65536²−1)/12.
         return (Float(s) - 131_070.0) * (1.7320508 / 65_536.0)

@@ -51,7 +51,9 @@ extension Array where Element == SyntheticTensor {
 
     /// Every tensor with its dtype replaced.
     public func converted(to dtype: DType) -> [SyntheticTensor] {
-        map { var t = $0; t.dtype = dtype; return t }
+        map {
+            var t = $0; t.dtype = dtype; return t
+        }
     }
 }
 

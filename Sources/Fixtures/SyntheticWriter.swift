@@ -29,8 +29,10 @@ public enum SyntheticWriter {
 
     /// The exact size of the file ``writeSynthetic(tensors:metadata:to:seed:dtype:overwrite:)``
     /// would write.
-    public static func fileByteCount(tensors: [SyntheticTensor], metadata: [String: String]?,
-                                     dtype: DType? = nil) throws -> Int {
+    public static func fileByteCount(
+        tensors: [SyntheticTensor], metadata: [String: String]?,
+        dtype: DType? = nil
+    ) throws -> Int {
         let list = dtype.map { tensors.converted(to: $0) } ?? tensors
         return try FileLayout(tensors: list.map(\.outputTensor), metadata: metadata).totalByteCount
     }
@@ -46,8 +48,10 @@ public enum SyntheticWriter {
 ///   - overwrite: replace an existing file at `path`.
 /// - Returns: the file size in bytes.
 @discardableResult
-public func writeSynthetic(tensors: [SyntheticTensor], metadata: [String: String]?, to path: String,
-                           seed: UInt64, dtype: DType? = nil, overwrite: Bool = true) throws -> Int {
+public func writeSynthetic(
+    tensors: [SyntheticTensor], metadata: [String: String]?, to path: String,
+    seed: UInt64, dtype: DType? = nil, overwrite: Bool = true
+) throws -> Int {
     let list = dtype.map { tensors.converted(to: $0) } ?? tensors
     let layout = try FileLayout(tensors: list.map(\.outputTensor), metadata: metadata, file: path)
     var byName: [String: SyntheticTensor] = [:]
@@ -233,7 +237,7 @@ struct SyntheticStream {
         var position = offset
         while remaining > 0 {
             let n = min(remaining, poolCount - start)
-            try output.write(UnsafeRawBufferPointer(rebasing: pool[start * width ..< (start + n) * width]), at: position)
+            try output.write(UnsafeRawBufferPointer(rebasing: pool[start * width..<(start + n) * width]), at: position)
             position += n * width
             remaining -= n
             start = 0

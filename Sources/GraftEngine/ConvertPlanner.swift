@@ -19,8 +19,10 @@ public struct ConvertRequest: Sendable {
     /// Start from empty metadata instead of the input's.
     public var dropMetadata: Bool
 
-    public init(input: SafeTensorsFile, dtype: DType, keep: [String] = [], drop: [String] = [], only: [String] = [],
-                setMetadata: [(key: String, value: String)] = [], dropMetadata: Bool = false) {
+    public init(
+        input: SafeTensorsFile, dtype: DType, keep: [String] = [], drop: [String] = [], only: [String] = [],
+        setMetadata: [(key: String, value: String)] = [], dropMetadata: Bool = false
+    ) {
         self.input = input
         self.dtype = dtype
         self.keep = keep
@@ -67,7 +69,8 @@ public enum ConvertPlanner {
     ///   `SafeTensorsError` when the output header cannot be laid out.
     public static func plan(_ r: ConvertRequest) throws -> ConvertPlan {
         guard r.dtype.isConvertibleFloat else {
-            throw EngineError(.invalidRequest, "cannot convert to \(r.dtype.rawValue): the target must be F16, BF16, F32 or F64")
+            throw EngineError(
+                .invalidRequest, "cannot convert to \(r.dtype.rawValue): the target must be F16, BF16, F32 or F64")
         }
         var used = Set<UnusedPattern>()
         func anyMatch(_ patterns: [String], _ list: UnusedPattern.List, _ name: String) -> Bool {
@@ -101,26 +104,33 @@ public enum ConvertPlanner {
                 outType = r.dtype
                 converted.append(t.name)
             }
-            planned.append(PlannedTensor(source: r.input, input: t,
-                                         output: OutputTensor(name: t.name, dtype: outType, shape: t.shape), operation: op))
+            planned.append(
+                PlannedTensor(
+                    source: r.input, input: t,
+                    output: OutputTensor(name: t.name, dtype: outType, shape: t.shape), operation: op))
         }
         if planned.isEmpty && !r.input.tensors.isEmpty {
-            throw EngineError(.emptySelection, file: r.input.path, "the selection leaves no tensor to write (of \(r.input.tensors.count))")
+            throw EngineError(
+                .emptySelection, file: r.input.path,
+                "the selection leaves no tensor to write (of \(r.input.tensors.count))")
         }
         var metadata: [String: String]? = r.dropMetadata ? nil : r.input.metadata
         for (k, v) in r.setMetadata {
             if metadata == nil { metadata = [:] }
             metadata![k] = v
         }
-        let all = r.only.map { UnusedPattern(list: .only, pattern: $0) } + r.drop.map { UnusedPattern(list: .drop, pattern: $0) }
+        let all =
+            r.only.map { UnusedPattern(list: .only, pattern: $0) }
+            + r.drop.map { UnusedPattern(list: .drop, pattern: $0) }
             + r.keep.map { UnusedPattern(list: .keep, pattern: $0) }
         var seen = Set<UnusedPattern>()
         let unused = all.filter { !used.contains($0) && seen.insert($0).inserted }
         let layout = try FileLayout(tensors: planned.map(\.output), metadata: metadata, file: "<output>")
-        return ConvertPlan(execution: ExecutionPlan(tensors: planned, metadata: metadata),
-                           inputPath: r.input.path, dtype: r.dtype, converted: converted, kept: kept,
-                           copied: copied, dropped: dropped, unusedPatterns: unused,
-                           outputBytes: layout.totalByteCount)
+        return ConvertPlan(
+            execution: ExecutionPlan(tensors: planned, metadata: metadata),
+            inputPath: r.input.path, dtype: r.dtype, converted: converted, kept: kept,
+            copied: copied, dropped: dropped, unusedPatterns: unused,
+            outputBytes: layout.totalByteCount)
     }
 }
 

@@ -19,8 +19,10 @@ public struct DiffRequest: Sendable {
     /// A LoRA-touched tensor is "explained" when its residual is at most this.
     public var loraTolerance: Double
 
-    public init(a: SafeTensorsFile, b: SafeTensorsFile, filters: [String] = [], threshold: Double = 0,
-                adapters: [MergeInput] = [], loraTolerance: Double = 0.05) {
+    public init(
+        a: SafeTensorsFile, b: SafeTensorsFile, filters: [String] = [], threshold: Double = 0,
+        adapters: [MergeInput] = [], loraTolerance: Double = 0.05
+    ) {
         self.a = a
         self.b = b
         self.filters = filters
@@ -83,7 +85,8 @@ public struct TensorComparison: Sendable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, group, shape, changed, elements, differing, cosine, lora
-        case dtypeA = "dtype_a", dtypeB = "dtype_b", identicalBytes = "identical_bytes", comparedValues = "compared_values"
+        case dtypeA = "dtype_a", dtypeB = "dtype_b", identicalBytes = "identical_bytes", comparedValues =
+            "compared_values"
         case maxAbsDiff = "max_abs_diff", meanAbsDiff = "mean_abs_diff", normA = "norm_a", normB = "norm_b"
         case normDiff = "norm_diff", relativeChange = "relative_change"
         case nanA = "nan_a", nanB = "nan_b", infA = "inf_a", infB = "inf_b", bothFinite = "both_finite"
@@ -197,7 +200,8 @@ public struct DiffReport: Sendable {
 
     /// No tensor only on one side, no dtype or shape change, no value change above the threshold.
     public var isIdentical: Bool {
-        onlyInA.isEmpty && onlyInB.isEmpty && dtypeChanges.isEmpty && shapeChanges.isEmpty && !tensors.contains { $0.changed }
+        onlyInA.isEmpty && onlyInB.isEmpty && dtypeChanges.isEmpty && shapeChanges.isEmpty
+            && !tensors.contains { $0.changed }
     }
 
     /// Changed tensors, largest relative change first (an infinite change — A all zero — first of all).
@@ -237,7 +241,7 @@ public struct DiffRunner: Sendable {
 
     struct Chunk {
         let pair: Int
-        let start: Int   // elements
+        let start: Int  // elements
         let end: Int
     }
 
@@ -266,15 +270,17 @@ public struct DiffRunner: Sendable {
         var deltasByName: [String: TensorUpdates] = [:]
         var loraAdapters: [LoRADiffSummary.Adapter] = []
         if !r.adapters.isEmpty {
-            let request = MergeRequest(checkpoint: r.a, adapters: r.adapters, savePrecision: nil, precision: .fp32,
-                                       allowUnmatched: true, outputPath: "diff", graftVersion: "")
+            let request = MergeRequest(
+                checkpoint: r.a, adapters: r.adapters, savePrecision: nil, precision: .fp32,
+                allowUnmatched: true, outputPath: "diff", graftVersion: "")
             let plan = try MergePlanner.plan(request)
             for p in plan.execution.tensors {
                 if case .update(let u) = p.operation { deltasByName[p.input.name] = u }
             }
             loraAdapters = plan.adapters.map {
-                .init(path: $0.path, ratio: $0.ratio, modules: $0.analysis.modules.count, mapped: $0.merged.count,
-                      notMapped: $0.skipped.map { "\($0.module): \($0.message)" })
+                .init(
+                    path: $0.path, ratio: $0.ratio, modules: $0.analysis.modules.count, mapped: $0.merged.count,
+                    notMapped: $0.skipped.map { "\($0.module): \($0.message)" })
             }
         }
 
@@ -288,7 +294,8 @@ public struct DiffRunner: Sendable {
                 if deltasByName[ta.name] != nil { notCompared.append(ta.name) }
                 continue
             }
-            let change = TensorChange(name: ta.name, dtypeA: ta.dtype, dtypeB: tb.dtype, shapeA: ta.shape, shapeB: tb.shape)
+            let change = TensorChange(
+                name: ta.name, dtypeA: ta.dtype, dtypeB: tb.dtype, shapeA: ta.shape, shapeB: tb.shape)
             if ta.shape != tb.shape {
                 shapeChanges.append(change)
                 if deltasByName[ta.name] != nil { notCompared.append(ta.name) }
@@ -331,11 +338,13 @@ public struct DiffRunner: Sendable {
             let infos = reducing.map { pairs[$0].a }
             let widths = targets.map(\.columns)
             let fileA = r.a
-            try Reductions.compute(&targets, threads: threads, maxElements: chunkElements, precision: .fp32) { id, rows, out in
+            try Reductions.compute(&targets, threads: threads, maxElements: chunkElements, precision: .fp32) {
+                id, rows, out in
                 let t = infos[id], columns = widths[id], size = t.dtype.bitCount / 8
                 fileA.withData(of: t) {
-                    Conversion.toFloat32($0.baseAddress! + rows.lowerBound * columns * size, from: t.dtype, out,
-                                         count: rows.count * columns)
+                    Conversion.toFloat32(
+                        $0.baseAddress! + rows.lowerBound * columns * size, from: t.dtype, out,
+                        count: rows.count * columns)
                 }
             }
             for (k, pi) in reducing.enumerated() { pairs[pi].updates = targets[k] }
@@ -347,13 +356,15 @@ public struct DiffRunner: Sendable {
         let fileA = r.a, fileB = r.b
         let total = totalBytes
         let done = WorkCounter(limit: 0)
-        let results = try ParallelChunks.map(count: chunks.count, threads: nThreads, makeWorker: { _ in DiffWorker() }) { worker, ci in
-            let c = chunksRef[ci]
-            let p = pairsRef[c.pair]
-            let x = try worker.compare(c, p, fileA, fileB, key: c.pair)
-            progress?(done.addDone((c.end - c.start) * (p.a.dtype.bitCount + p.b.dtype.bitCount) / 8), total)
-            return x
-        }
+        let results = try ParallelChunks.map(
+            count: chunks.count, threads: nThreads, makeWorker: { _ in DiffWorker() },
+            perform: { worker, ci in
+                let c = chunksRef[ci]
+                let p = pairsRef[c.pair]
+                let x = try worker.compare(c, p, fileA, fileB, key: c.pair)
+                progress?(done.addDone((c.end - c.start) * (p.a.dtype.bitCount + p.b.dtype.bitCount) / 8), total)
+                return x
+            })
 
         // Combine in chunk order.
         var combined = [ChunkResult?](repeating: nil, count: pairs.count)
@@ -396,15 +407,18 @@ public struct DiffRunner: Sendable {
                     unexplained.append(c.name)
                 }
             }
-            lora = LoRADiffSummary(adapters: loraAdapters, tolerance: r.loraTolerance, explained: explained,
-                                   partiallyExplained: partial, unexplained: unexplained, unchanged: unchanged,
-                                   notCompared: notCompared)
+            lora = LoRADiffSummary(
+                adapters: loraAdapters, tolerance: r.loraTolerance, explained: explained,
+                partiallyExplained: partial, unexplained: unexplained, unchanged: unchanged,
+                notCompared: notCompared)
         }
-        return DiffReport(pathA: r.a.path, pathB: r.b.path, tensorCountA: r.a.tensors.count, tensorCountB: r.b.tensors.count,
-                          threshold: r.threshold, tensorsInBoth: tensorsA.count - onlyInA.count, onlyInA: onlyInA, onlyInB: onlyInB, dtypeChanges: dtypeChanges,
-                          shapeChanges: shapeChanges, tensors: comparisons, groups: groups,
-                          metadata: Self.metadataDifference(r.a.metadata, r.b.metadata), lora: lora,
-                          bytesRead: totalBytes, seconds: monotonicSeconds() - t0, threads: nThreads)
+        return DiffReport(
+            pathA: r.a.path, pathB: r.b.path, tensorCountA: r.a.tensors.count, tensorCountB: r.b.tensors.count,
+            threshold: r.threshold, tensorsInBoth: tensorsA.count - onlyInA.count, onlyInA: onlyInA, onlyInB: onlyInB,
+            dtypeChanges: dtypeChanges,
+            shapeChanges: shapeChanges, tensors: comparisons, groups: groups,
+            metadata: Self.metadataDifference(r.a.metadata, r.b.metadata), lora: lora,
+            bytesRead: totalBytes, seconds: monotonicSeconds() - t0, threads: nThreads)
     }
 
     static func comparison(_ p: Pair, _ x: ChunkResult, group: String, threshold: Double) -> TensorComparison {
@@ -421,12 +435,14 @@ public struct DiffRunner: Sendable {
         }
         let rel: Double? = normA > 0 ? normDiff / normA : (normDiff == 0 ? 0 : nil)
         // Equal values have a cosine of exactly 1 (the sums would give 1 - 1e-16).
-        let cos: Double? = normA > 0 && normB > 0 ? (d.differ_count == 0 ? 1 : max(-1, min(1, d.sum_ab / (normA * normB)))) : nil
+        let cos: Double? =
+            normA > 0 && normB > 0 ? (d.differ_count == 0 ? 1 : max(-1, min(1, d.sum_ab / (normA * normB)))) : nil
         var lora: LoRAExplanation? = nil
         if p.updates != nil {
             let residualNorm = x.residualSq.squareRoot()
-            lora = LoRAExplanation(modules: p.modules, deltaNorm: x.deltaSq.squareRoot(),
-                                   residualNorm: residualNorm, residual: normDiff > 0 ? residualNorm / normDiff : nil)
+            lora = LoRAExplanation(
+                modules: p.modules, deltaNorm: x.deltaSq.squareRoot(),
+                residualNorm: residualNorm, residual: normDiff > 0 ? residualNorm / normDiff : nil)
         }
         return TensorComparison(
             name: p.a.name, group: group, dtypeA: p.a.dtype, dtypeB: p.b.dtype, shape: p.a.shape,
@@ -468,10 +484,11 @@ public struct DiffRunner: Sendable {
         let list = order.map { g -> GroupSummary in
             let a = accs[g]!
             let na = a.sqA.squareRoot(), nb = a.sqB.squareRoot(), nd = a.sqDiff.squareRoot()
-            return GroupSummary(group: g, tensors: a.tensors, changed: a.changed, elements: a.elements, differing: a.differing,
-                                maxAbsDiff: a.maxAbs, meanAbsDiff: a.finite > 0 ? a.sumAbs / a.finite : 0,
-                                relativeChange: na > 0 ? nd / na : (nd == 0 ? 0 : nil),
-                                cosine: na > 0 && nb > 0 ? (a.allEqual ? 1 : max(-1, min(1, a.ab / (na * nb)))) : nil)
+            return GroupSummary(
+                group: g, tensors: a.tensors, changed: a.changed, elements: a.elements, differing: a.differing,
+                maxAbsDiff: a.maxAbs, meanAbsDiff: a.finite > 0 ? a.sumAbs / a.finite : 0,
+                relativeChange: na > 0 ? nd / na : (nd == 0 ? 0 : nil),
+                cosine: na > 0 && nb > 0 ? (a.allEqual ? 1 : max(-1, min(1, a.ab / (na * nb)))) : nil)
         }
         return list.sorted { x, y in
             let rx = x.relativeChange ?? .infinity, ry = y.relativeChange ?? .infinity
@@ -483,9 +500,10 @@ public struct DiffRunner: Sendable {
     static func metadataDifference(_ a: [String: String]?, _ b: [String: String]?) -> MetadataDifference {
         let a = a ?? [:], b = b ?? [:]
         let byBytes = { (x: String, y: String) in x.utf8.lexicographicallyPrecedes(y.utf8) }
-        return MetadataDifference(onlyInA: a.keys.filter { b[$0] == nil }.sorted(by: byBytes),
-                                  onlyInB: b.keys.filter { a[$0] == nil }.sorted(by: byBytes),
-                                  changed: a.keys.filter { b[$0] != nil && b[$0] != a[$0] }.sorted(by: byBytes))
+        return MetadataDifference(
+            onlyInA: a.keys.filter { b[$0] == nil }.sorted(by: byBytes),
+            onlyInB: b.keys.filter { a[$0] == nil }.sorted(by: byBytes),
+            changed: a.keys.filter { b[$0] != nil && b[$0] != a[$0] }.sorted(by: byBytes))
     }
 }
 
@@ -503,7 +521,9 @@ final class DiffWorker {
         pred.free()
     }
 
-    func compare(_ c: DiffRunner.Chunk, _ p: DiffRunner.Pair, _ fa: SafeTensorsFile, _ fb: SafeTensorsFile, key: Int) throws -> DiffRunner.ChunkResult {
+    func compare(_ c: DiffRunner.Chunk, _ p: DiffRunner.Pair, _ fa: SafeTensorsFile, _ fb: SafeTensorsFile, key: Int)
+        throws -> DiffRunner.ChunkResult
+    {
         var r = DiffRunner.ChunkResult()
         let n = c.end - c.start
         let sa = p.a.dtype.bitCount / 8, sb = p.b.dtype.bitCount / 8
@@ -540,15 +560,17 @@ final class DiffWorker {
 
     /// Runs the merge's own updates on A's rows (the prediction B̂ of B) and accumulates
     /// ||B − B̂||² and ||B̂ − A||² over elements finite in all three.
-    private func explain(_ c: DiffRunner.Chunk, _ u: TensorUpdates, _ p: DiffRunner.Pair, _ pa: UnsafeRawPointer,
-                         _ pb: UnsafeRawPointer, key: Int, into r: inout DiffRunner.ChunkResult) throws {
+    private func explain(
+        _ c: DiffRunner.Chunk, _ u: TensorUpdates, _ p: DiffRunner.Pair, _ pa: UnsafeRawPointer,
+        _ pb: UnsafeRawPointer, key: Int, into r: inout DiffRunner.ChunkResult
+    ) throws {
         let n = c.end - c.start
         let cols = max(u.columns, 1)
         a.ensure(n); b.ensure(n); pred.ensure(n)
         Conversion.toFloat32(pa, from: p.a.dtype, a.p, count: n)
         Conversion.toFloat32(pb, from: p.b.dtype, b.p, count: n)
         pred.p.update(from: a.p, count: n)
-        try appliers.apply(u, id: key, values: pred.p, rows: c.start / cols ..< c.end / cols)
+        try appliers.apply(u, id: key, values: pred.p, rows: c.start / cols..<c.end / cols)
         var res = 0.0, del = 0.0
         for i in 0..<n {
             let x = Double(a.p[i]), y = Double(b.p[i]), q = Double(pred.p[i])

@@ -62,8 +62,10 @@ public struct EngineError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The modules an error about several modules is about (in module order).
     public var modules: [ModuleProblem]
 
-    public init(_ kind: Kind, file: String? = nil, tensor: String? = nil, module: String? = nil, _ detail: String,
-                modules: [ModuleProblem] = []) {
+    public init(
+        _ kind: Kind, file: String? = nil, tensor: String? = nil, module: String? = nil, _ detail: String,
+        modules: [ModuleProblem] = []
+    ) {
         self.kind = kind
         self.file = file
         self.tensor = tensor

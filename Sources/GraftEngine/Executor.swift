@@ -32,8 +32,8 @@ public struct Executor: Sendable {
     public init() {}
 
     struct Chunk {
-        let tensor: Int       // index into `jobs`
-        let start: Int        // first unit (byte, element or row, by operation)
+        let tensor: Int  // index into `jobs`
+        let start: Int  // first unit (byte, element or row, by operation)
         let end: Int
     }
 
@@ -47,7 +47,9 @@ public struct Executor: Sendable {
 
     /// Runs `plan`, writing into `output` (which the caller commits or aborts).
     /// - Throws: the first `SafeTensorsError` / `EngineError` any worker hit.
-    public func run(_ plan: ExecutionPlan, into output: AtomicOutput, progress: ProgressCallback? = nil) throws -> ExecutionReport {
+    public func run(_ plan: ExecutionPlan, into output: AtomicOutput, progress: ProgressCallback? = nil) throws
+        -> ExecutionReport
+    {
         let t0 = monotonicSeconds()
         let layout = try FileLayout(tensors: plan.tensors.map(\.output), metadata: plan.metadata, file: output.path)
 
@@ -63,15 +65,20 @@ public struct Executor: Sendable {
             switch p.operation {
             case .copy:
                 copied += 1
-                chunks += Self.split(info.byteCount, by: copyChunkBytes).map { Chunk(tensor: ji, start: $0.lowerBound, end: $0.upperBound) }
+                chunks += Self.split(info.byteCount, by: copyChunkBytes).map {
+                    Chunk(tensor: ji, start: $0.lowerBound, end: $0.upperBound)
+                }
             case .convert:
                 converted += 1
-                chunks += Self.split(p.input.elementCount, by: chunkElements).map { Chunk(tensor: ji, start: $0.lowerBound, end: $0.upperBound) }
+                chunks += Self.split(p.input.elementCount, by: chunkElements).map {
+                    Chunk(tensor: ji, start: $0.lowerBound, end: $0.upperBound)
+                }
             case .update(let u):
                 merged += 1
                 guard p.input.dtype.isConvertibleFloat, p.output.dtype.isConvertibleFloat else {
-                    throw EngineError(.invalidTarget, file: p.source.path, tensor: p.input.name,
-                                      "cannot apply updates to a \(p.input.dtype.rawValue) tensor")
+                    throw EngineError(
+                        .invalidTarget, file: p.source.path, tensor: p.input.name,
+                        "cannot apply updates to a \(p.input.dtype.rawValue) tensor")
                 }
                 flops += u.flops()
                 for r in u.rowChunks(maxElements: chunkElements) {
@@ -116,8 +123,11 @@ public struct Executor: Sendable {
         let orderedSink = sink
         let failOnOverflow = self.failOnOverflow
         // Uncompressed output: one writer thread does every pwrite (see PositionalWriter).
-        let writer: PositionalWriter? = orderedSink == nil
-            ? PositionalWriter(output: output, totalBytes: total, direct: directIO, onWritten: { n in progress?(counter.addDone(n), total) })
+        let writer: PositionalWriter? =
+            orderedSink == nil
+            ? PositionalWriter(
+                output: output, totalBytes: total, direct: directIO,
+                onWritten: { n in progress?(counter.addDone(n), total) })
             : nil
         // The header goes through the writer too (direct mode assembles whole blocks);
         // this copy lives until the writer has finished.
@@ -130,8 +140,9 @@ public struct Executor: Sendable {
             try ParallelChunks.run(
                 count: chunks.count, threads: nThreads, counter: counter,
                 makeWorker: { index in
-                    let worker = ChunkWorker(capacity: workerElements, precision: precision, worker: index,
-                                             maxOutputElementSize: max(1, maxOutSize))
+                    let worker = ChunkWorker(
+                        capacity: workerElements, precision: precision, worker: index,
+                        maxOutputElementSize: max(1, maxOutSize))
                     if let writer { worker.waitUntilFree = { try writer.waitUntilFree($0) } }
                     return worker
                 },
@@ -143,25 +154,27 @@ public struct Executor: Sendable {
                     }
                 },
                 // Record the real error before waking the workers waiting for their turn.
-                onError: { _ in orderedSink?.cancel() }
-            ) { worker, ci in
-                let c = chunksRef[ci]
-                let job = jobsRef[c.tensor]
-                let r: (bytes: Int, overflow: Int)
-                if let orderedSink {
-                    r = try worker.produce(c, of: job, c.tensor) { bytes, _, _ in try orderedSink.submit(ci, bytes) }
-                    progress?(counter.addDone(r.bytes), total)
-                } else {
-                    r = try worker.produce(c, of: job, c.tensor) { bytes, offset, id in
-                        try writer!.submit(bytes, at: offset, buffer: id)
+                onError: { _ in orderedSink?.cancel() },
+                perform: { worker, ci in
+                    let c = chunksRef[ci]
+                    let job = jobsRef[c.tensor]
+                    let r: (bytes: Int, overflow: Int)
+                    if let orderedSink {
+                        r = try worker.produce(c, of: job, c.tensor) { bytes, _, _ in try orderedSink.submit(ci, bytes)
+                        }
+                        progress?(counter.addDone(r.bytes), total)
+                    } else {
+                        r = try worker.produce(c, of: job, c.tensor) { bytes, offset, id in
+                            try writer!.submit(bytes, at: offset, buffer: id)
+                        }
                     }
-                }
-                overflowSlots[ci] = r.overflow
-                if failOnOverflow && r.overflow > 0 {
-                    throw EngineError(.overflow, file: output.path, tensor: job.outInfo.name,
-                                      "\(r.overflow) finite value(s) become infinite in \(job.outInfo.dtype.rawValue)")
-                }
-            }
+                    overflowSlots[ci] = r.overflow
+                    if failOnOverflow && r.overflow > 0 {
+                        throw EngineError(
+                            .overflow, file: output.path, tensor: job.outInfo.name,
+                            "\(r.overflow) finite value(s) become infinite in \(job.outInfo.dtype.rawValue)")
+                    }
+                })
         } catch {
             if let writer { try? writer.finish() }
             throw error
@@ -170,7 +183,9 @@ public struct Executor: Sendable {
         var compressed: Int? = nil
         if let encoder {
             guard encoder.inputBytes == total else {
-                throw EngineError(.internalInconsistency, file: output.path, "\(encoder.inputBytes) of \(total) bytes reached the compressor")
+                throw EngineError(
+                    .internalInconsistency, file: output.path,
+                    "\(encoder.inputBytes) of \(total) bytes reached the compressor")
             }
             compressed = try encoder.finish()
         }
@@ -179,9 +194,10 @@ public struct Executor: Sendable {
         let overflows = perTensor.enumerated().compactMap { i, n in
             n > 0 ? TensorOverflow(name: jobs[i].outInfo.name, count: n) : nil
         }
-        var report = ExecutionReport(bytesWritten: total, tensorsWritten: jobs.count, tensorsMerged: merged,
-                                     tensorsConverted: converted, tensorsCopied: copied, flops: flops,
-                                     seconds: monotonicSeconds() - t0, threads: nThreads)
+        var report = ExecutionReport(
+            bytesWritten: total, tensorsWritten: jobs.count, tensorsMerged: merged,
+            tensorsConverted: converted, tensorsCopied: copied, flops: flops,
+            seconds: monotonicSeconds() - t0, threads: nThreads)
         report.overflows = overflows
         report.compressedBytes = compressed
         return report
@@ -190,7 +206,7 @@ public struct Executor: Sendable {
     /// `0..<n` in pieces of at most `step`.
     static func split(_ n: Int, by step: Int) -> [Range<Int>] {
         let step = max(1, step)
-        return stride(from: 0, to: n, by: step).map { $0 ..< min(n, $0 + step) }
+        return stride(from: 0, to: n, by: step).map { $0..<min(n, $0 + step) }
     }
 
     /// Runs the reduction passes of the updates that need one (input-axis DoRA).
@@ -200,13 +216,15 @@ public struct Executor: Sendable {
         var targets = ids.compactMap { jobs[$0].updates }
         let sources = ids.map { jobs[$0].planned }
         let widths = targets.map(\.columns)
-        try Reductions.compute(&targets, threads: threads, maxElements: chunkElements, precision: precision) { id, rows, out in
+        try Reductions.compute(&targets, threads: threads, maxElements: chunkElements, precision: precision) {
+            id, rows, out in
             let p = sources[id]
             let columns = widths[id]
             p.source.withData(of: p.input) { d in
                 let size = p.input.dtype.bitCount / 8
-                Conversion.toFloat32(d.baseAddress! + rows.lowerBound * columns * size, from: p.input.dtype, out,
-                                     count: rows.count * columns)
+                Conversion.toFloat32(
+                    d.baseAddress! + rows.lowerBound * columns * size, from: p.input.dtype, out,
+                    count: rows.count * columns)
             }
             roundInPlace(out, rows.count * columns, precision)
         }
@@ -257,24 +275,28 @@ final class ChunkWorker {
 
     /// Produces one chunk and hands it to `emit` with its absolute file offset; returns
     /// the number of output bytes and how many finite values overflowed to ±inf.
-    func produce(_ c: Executor.Chunk, of job: Executor.Job, _ jobIndex: Int,
-                 emit: (UnsafeRawBufferPointer, Int, Int?) throws -> Void) throws -> (bytes: Int, overflow: Int) {
+    func produce(
+        _ c: Executor.Chunk, of job: Executor.Job, _ jobIndex: Int,
+        emit: (UnsafeRawBufferPointer, Int, Int?) throws -> Void
+    ) throws -> (bytes: Int, overflow: Int) {
         let p = job.planned
         let inSize = p.input.dtype.bitCount / 8
         let outSize = p.output.dtype.bitCount / 8
         return try p.source.withData(of: p.input) { src in
             switch p.operation {
             case .copy:
-                let bytes = UnsafeRawBufferPointer(rebasing: src[c.start ..< c.end])
+                let bytes = UnsafeRawBufferPointer(rebasing: src[c.start..<c.end])
                 try emit(bytes, job.outOffset + c.start, nil)
                 return (c.end - c.start, 0)
             case .convert:
                 let n = c.end - c.start
                 let (outBuf, id) = try nextBuffer()
                 // Counting re-reads the cache-resident chunk only for narrowing pairs.
-                let overflow = Conversion.convertCountingOverflow(src.baseAddress! + c.start * inSize, from: p.input.dtype,
-                                                                  to: outBuf, p.output.dtype, count: n)
-                try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * outSize, id)
+                let overflow = Conversion.convertCountingOverflow(
+                    src.baseAddress! + c.start * inSize, from: p.input.dtype,
+                    to: outBuf, p.output.dtype, count: n)
+                try emit(
+                    UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * outSize, id)
                 return (n * outSize, overflow)
             case .update:
                 guard let updates = job.updates else {
@@ -283,15 +305,20 @@ final class ChunkWorker {
                 let cols = updates.columns
                 let n = (c.end - c.start) * cols
                 guard n <= capacity else {
-                    throw EngineError(.internalInconsistency, tensor: p.input.name, "chunk of \(n) elements exceeds the worker buffer")
+                    throw EngineError(
+                        .internalInconsistency, tensor: p.input.name, "chunk of \(n) elements exceeds the worker buffer"
+                    )
                 }
                 Conversion.toFloat32(src.baseAddress! + c.start * cols * inSize, from: p.input.dtype, acc, count: n)
                 roundInPlace(acc, n, precision)
-                try appliers.apply(updates, id: jobIndex, values: acc, rows: c.start ..< c.end)
+                try appliers.apply(updates, id: jobIndex, values: acc, rows: c.start..<c.end)
                 let (outBuf, id) = try nextBuffer()
-                let overflow = Conversion.convertCountingOverflow(UnsafeRawPointer(acc), from: .F32,
-                                                                  to: outBuf, p.output.dtype, count: n)
-                try emit(UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * cols * outSize, id)
+                let overflow = Conversion.convertCountingOverflow(
+                    UnsafeRawPointer(acc), from: .F32,
+                    to: outBuf, p.output.dtype, count: n)
+                try emit(
+                    UnsafeRawBufferPointer(start: outBuf, count: n * outSize), job.outOffset + c.start * cols * outSize,
+                    id)
                 return (n * outSize, overflow)
             }
         }

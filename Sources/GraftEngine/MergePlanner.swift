@@ -25,8 +25,10 @@ public struct MergeRequest: Sendable {
     public var outputPath: String
     public var graftVersion: String
 
-    public init(checkpoint: SafeTensorsFile, adapters: [MergeInput], savePrecision: DType?, precision: MergePrecision,
-                allowUnmatched: Bool, outputPath: String, graftVersion: String) {
+    public init(
+        checkpoint: SafeTensorsFile, adapters: [MergeInput], savePrecision: DType?, precision: MergePrecision,
+        allowUnmatched: Bool, outputPath: String, graftVersion: String
+    ) {
         self.checkpoint = checkpoint
         self.adapters = adapters
         self.savePrecision = savePrecision
@@ -89,29 +91,35 @@ public enum MergePlanner {
             guard ratio.isFinite else {
                 throw EngineError(.invalidRatio, file: file.path, "ratio \(input.ratio) is not a finite fp32 number")
             }
-            let analysis = AdapterAnalysis(tensors: file.tensors, metadata: file.metadata,
-                                           alphaValue: { try file.scalarValue(of: $0) })
+            let analysis = AdapterAnalysis(
+                tensors: file.tensors, metadata: file.metadata,
+                alphaValue: { try file.scalarValue(of: $0) })
             guard !analysis.modules.isEmpty, analysis.kind != .unknown else {
-                throw EngineError(.notAnAdapter, file: file.path,
-                                  "not an adapter: no LoRA/LyCORIS module keys found (\(file.tensors.count) tensors)")
+                throw EngineError(
+                    .notAnAdapter, file: file.path,
+                    "not an adapter: no LoRA/LyCORIS module keys found (\(file.tensors.count) tensors)")
             }
             do {
                 try mapper.checkCompatible(analysis)
             } catch {
-                throw EngineError(.wrongBaseModel, file: file.path, "\(error.message); it cannot be merged into \(ckpt.path)")
+                throw EngineError(
+                    .wrongBaseModel, file: file.path, "\(error.message); it cannot be merged into \(ckpt.path)")
             }
             let malformed = analysis.modules.filter { !$0.isValid && !$0.isOnlyUnsupported }
             if !malformed.isEmpty {
-                throw EngineError(.malformedModules, file: file.path, "\(malformed.count) malformed module(s)",
-                                  modules: malformed.map { m in
-                                      .init(module: m.name, reason: m.issues[0].kind.rawValue,
-                                            message: m.issues.map(\.message).joined(separator: "; "))
-                                  })
+                throw EngineError(
+                    .malformedModules, file: file.path, "\(malformed.count) malformed module(s)",
+                    modules: malformed.map { m in
+                        .init(
+                            module: m.name, reason: m.issues[0].kind.rawValue,
+                            message: m.issues.map(\.message).joined(separator: "; "))
+                    })
             }
             let mapping = mapper.plan(analysis)
             if let overlap = mapping.overlaps.first {
-                throw EngineError(.overlappingModules, file: file.path,
-                                  "modules \(overlap.joined(separator: " and ")) target the same weight; refusing to apply both")
+                throw EngineError(
+                    .overlappingModules, file: file.path,
+                    "modules \(overlap.joined(separator: " and ")) target the same weight; refusing to apply both")
             }
             var merged: [MergedModule] = []
             var skipped: [SkippedModule] = []
@@ -119,8 +127,10 @@ public enum MergePlanner {
             for m in mapping.mappings {
                 guard let module = analysis.module(named: m.module) else { continue }
                 if module.isOnlyUnsupported {
-                    skipped.append(SkippedModule(module: m.module, reason: .unsupportedPart,
-                                                 message: module.issues.map(\.message).joined(separator: "; ")))
+                    skipped.append(
+                        SkippedModule(
+                            module: m.module, reason: .unsupportedPart,
+                            message: module.issues.map(\.message).joined(separator: "; ")))
                     continue
                 }
                 let target: MappedTarget
@@ -130,13 +140,17 @@ public enum MergePlanner {
                     skipped.append(SkippedModule(module: m.module, reason: .init(e.kind), message: e.message))
                     continue
                 }
-                switch UpdateFactory.make(module, target: target, file: file, ratio: ratio, precision: request.precision) {
+                switch UpdateFactory.make(
+                    module, target: target, file: file, ratio: ratio, precision: request.precision)
+                {
                 case .failure(let s):
                     skipped.append(s)
                 case .success(let made):
                     for (name, u) in made.updates {
                         guard let i = index[Array(name.utf8)] else {
-                            throw EngineError(.internalInconsistency, file: ckpt.path, tensor: name, "mapped to a tensor the checkpoint lacks")
+                            throw EngineError(
+                                .internalInconsistency, file: ckpt.path, tensor: name,
+                                "mapped to a tensor the checkpoint lacks")
                         }
                         updates[i, default: []].append(u)
                     }
@@ -145,29 +159,35 @@ public enum MergePlanner {
                 }
             }
             if !skipped.isEmpty && !request.allowUnmatched {
-                throw EngineError(.unmergeableModules, file: file.path,
-                                  "\(skipped.count) of \(analysis.modules.count) module(s) cannot be merged into \(ckpt.path)",
-                                  modules: skipped.map(\.problem))
+                throw EngineError(
+                    .unmergeableModules, file: file.path,
+                    "\(skipped.count) of \(analysis.modules.count) module(s) cannot be merged into \(ckpt.path)",
+                    modules: skipped.map(\.problem))
             }
             if merged.isEmpty {
-                throw EngineError(.nothingMerged, file: file.path,
-                                  "none of its \(analysis.modules.count) module(s) can be merged into \(ckpt.path)",
-                                  modules: skipped.map(\.problem))
+                throw EngineError(
+                    .nothingMerged, file: file.path,
+                    "none of its \(analysis.modules.count) module(s) can be merged into \(ckpt.path)",
+                    modules: skipped.map(\.problem))
             }
-            parts.append(MergePlan.AdapterPart(path: file.path, ratio: input.ratio, analysis: analysis,
-                                               merged: merged, skipped: skipped, sdScriptsDiffers: differs))
+            parts.append(
+                MergePlan.AdapterPart(
+                    path: file.path, ratio: input.ratio, analysis: analysis,
+                    merged: merged, skipped: skipped, sdScriptsDiffers: differs))
         }
 
         var planned: [PlannedTensor] = []
         planned.reserveCapacity(ckpt.tensors.count)
         for (i, t) in ckpt.tensors.enumerated() {
-            let outType = (request.savePrecision != nil && t.dtype.isConvertibleFloat) ? request.savePrecision! : t.dtype
+            let outType =
+                (request.savePrecision != nil && t.dtype.isConvertibleFloat) ? request.savePrecision! : t.dtype
             let out = OutputTensor(name: t.name, dtype: outType, shape: t.shape)
             let op: TensorOperation
             if let u = updates[i], !u.isEmpty {
                 guard t.dtype.isConvertibleFloat else {
-                    throw EngineError(.invalidTarget, file: ckpt.path, tensor: t.name,
-                                      "is \(t.dtype.rawValue); adapters can only be merged into F16, BF16, F32 or F64 weights")
+                    throw EngineError(
+                        .invalidTarget, file: ckpt.path, tensor: t.name,
+                        "is \(t.dtype.rawValue); adapters can only be merged into F16, BF16, F32 or F64 weights")
                 }
                 op = .update(try TensorUpdates(updates: u, target: t))
             } else if outType != t.dtype {
@@ -179,9 +199,10 @@ public enum MergePlanner {
         }
         let metadata = provenance(request)
         let layout = try FileLayout(tensors: planned.map(\.output), metadata: metadata, file: request.outputPath)
-        return MergePlan(execution: ExecutionPlan(tensors: planned, metadata: metadata, precision: request.precision),
-                         checkpointPath: ckpt.path, checkpoint: mapper.checkpoint, adapters: parts,
-                         outputBytes: layout.totalByteCount)
+        return MergePlan(
+            execution: ExecutionPlan(tensors: planned, metadata: metadata, precision: request.precision),
+            checkpointPath: ckpt.path, checkpoint: mapper.checkpoint, adapters: parts,
+            outputBytes: layout.totalByteCount)
     }
 
     /// The output's metadata: the checkpoint's own, plus what sd-scripts writes for a
@@ -201,10 +222,13 @@ public enum MergePlanner {
             let precision: String
             let save_precision: String
         }
-        let p = Provenance(checkpoint: basename(r.checkpoint.path),
-                           adapters: r.adapters.map { Entry(file: basename($0.file.path), title: title(of: $0.file), ratio: $0.ratio) },
-                           precision: r.precision.rawValue,
-                           save_precision: r.savePrecision?.rawValue ?? "keep")
+        let p = Provenance(
+            checkpoint: basename(r.checkpoint.path),
+            adapters: r.adapters.map {
+                Entry(file: basename($0.file.path), title: title(of: $0.file), ratio: $0.ratio)
+            },
+            precision: r.precision.rawValue,
+            save_precision: r.savePrecision?.rawValue ?? "keep")
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         if let data = try? enc.encode(p) { md["graft.merge"] = String(decoding: data, as: UTF8.self) }

@@ -3,17 +3,19 @@
 /// no other thread sees. The first error stops the others and is rethrown; results come
 /// back in item order, so combining them is deterministic whatever the thread count.
 enum ParallelChunks {
-    /// Runs `body(worker, item)` for every item.
+    /// Runs `perform(worker, item)` for every item.
     /// - Parameters:
     ///   - counter: hands out the items (and may carry shared progress); one is made when nil.
     ///   - makeWorker: called once on each thread before its first item.
     ///   - finish: called once on each thread after its last item (release buffers here).
     ///   - onError: called on the failing thread right after the first error is recorded.
-    static func run<Worker>(count: Int, threads: Int, counter: WorkCounter? = nil,
-                            makeWorker: @escaping @Sendable (Int) throws -> Worker,
-                            finish: (@Sendable (Worker) -> Void)? = nil,
-                            onError: (@Sendable (Error) -> Void)? = nil,
-                            _ body: @escaping @Sendable (Worker, Int) throws -> Void) throws {
+    static func run<Worker>(
+        count: Int, threads: Int, counter: WorkCounter? = nil,
+        makeWorker: @escaping @Sendable (Int) throws -> Worker,
+        finish: (@Sendable (Worker) -> Void)? = nil,
+        onError: (@Sendable (Error) -> Void)? = nil,
+        perform body: @escaping @Sendable (Worker, Int) throws -> Void
+    ) throws {
         let counter = counter ?? WorkCounter(limit: count)
         let n = max(1, min(threads, count))
         runOnThreads(n) { index in
@@ -39,10 +41,12 @@ enum ParallelChunks {
     }
 
     /// Like ``run``, collecting one result per item, returned in item order.
-    static func map<Worker, Result>(count: Int, threads: Int,
-                                    makeWorker: @escaping @Sendable (Int) throws -> Worker,
-                                    finish: (@Sendable (Worker) -> Void)? = nil,
-                                    _ body: @escaping @Sendable (Worker, Int) throws -> Result) throws -> [Result] {
+    static func map<Worker, Result>(
+        count: Int, threads: Int,
+        makeWorker: @escaping @Sendable (Int) throws -> Worker,
+        finish: (@Sendable (Worker) -> Void)? = nil,
+        perform body: @escaping @Sendable (Worker, Int) throws -> Result
+    ) throws -> [Result] {
         let slots = UnsafeMutablePointer<Result?>.allocate(capacity: max(count, 1))
         slots.initialize(repeating: nil, count: max(count, 1))
         defer {
@@ -50,9 +54,11 @@ enum ParallelChunks {
             slots.deallocate()
         }
         nonisolated(unsafe) let out = slots
-        try run(count: count, threads: threads, makeWorker: makeWorker, finish: finish) { w, i in
-            out[i] = try body(w, i)
-        }
-        return (0 ..< count).map { slots[$0]! }
+        try run(
+            count: count, threads: threads, makeWorker: makeWorker, finish: finish,
+            perform: { w, i in
+                out[i] = try body(w, i)
+            })
+        return (0..<count).map { slots[$0]! }
     }
 }

@@ -93,7 +93,9 @@ public enum OutputEncoding: Sendable, Equatable {
     case sequential
 
     /// The encoding a path asks for: zstd when it ends in `.zst`.
-    public static func forPath(_ path: String, zstdLevel: Int = 3, workers: Int = defaultThreadCount()) -> OutputEncoding {
+    public static func forPath(_ path: String, zstdLevel: Int = 3, workers: Int = defaultThreadCount())
+        -> OutputEncoding
+    {
         path.hasSuffix(".zst") ? .zstd(level: zstdLevel, workers: workers) : .raw
     }
 }

@@ -20,12 +20,12 @@ final class PositionalWriter: @unchecked Sendable {
     private struct Item {
         var bytes: UnsafeRawBufferPointer
         var offset: Int
-        let buffer: Int?     // id of the worker buffer to release, nil for bytes the caller keeps alive
+        let buffer: Int?  // id of the worker buffer to release, nil for bytes the caller keeps alive
     }
 
     private let output: AtomicOutput
     private let totalBytes: Int
-    private let lock = Lock()   // guards queue, head, busy, closed, error; its condition: "changed"
+    private let lock = Lock()  // guards queue, head, busy, closed, error; its condition: "changed"
     private var queue: [Item] = []
     private var head = 0
     private var busy: Set<Int> = []
@@ -207,7 +207,9 @@ final class PositionalWriter: @unchecked Sendable {
     private func flushWindow() throws {
         let length = windowLength
         let rounded = (length + Self.alignment - 1) / Self.alignment * Self.alignment
-        if rounded > length { staging!.advanced(by: length).initializeMemory(as: UInt8.self, repeating: 0, count: rounded - length) }
+        if rounded > length {
+            staging!.advanced(by: length).initializeMemory(as: UInt8.self, repeating: 0, count: rounded - length)
+        }
         try io!.write(window: current, byteCount: rounded, at: windowStart)
         windowStart += length
         windowFilled = 0
@@ -219,7 +221,9 @@ final class PositionalWriter: @unchecked Sendable {
         guard direct != nil, lock.withLock({ error == nil }) else { return }
         do {
             if windowStart < totalBytes || !waiting.isEmpty {
-                throw EngineError(.internalInconsistency, file: output.path, "output incomplete at byte \(windowStart + windowFilled) of \(totalBytes)")
+                throw EngineError(
+                    .internalInconsistency, file: output.path,
+                    "output incomplete at byte \(windowStart + windowFilled) of \(totalBytes)")
             }
             try io!.drain()
             try output.truncate(to: totalBytes)
@@ -235,7 +239,7 @@ final class DirectWriteRing: @unchecked Sendable {
     private struct Job { let window: Int; let byteCount: Int; let offset: Int }
     private let descriptor: DirectDescriptor
     private let windows: [UnsafeMutableRawPointer]
-    private let lock = Lock()   // guards jobs, busy, stopping, error; its condition: "changed"
+    private let lock = Lock()  // guards jobs, busy, stopping, error; its condition: "changed"
     private var jobs: [Job] = []
     private var busy: Set<Int> = []
     private var stopping = false
@@ -300,8 +304,9 @@ final class DirectWriteRing: @unchecked Sendable {
             var e: Error? = nil
             if !failed {
                 do {
-                    try descriptor.write(UnsafeRawBufferPointer(start: windows[job.window], count: job.byteCount),
-                                         at: job.offset)
+                    try descriptor.write(
+                        UnsafeRawBufferPointer(start: windows[job.window], count: job.byteCount),
+                        at: job.offset)
                 } catch { e = error }
             }
             lock.withLock {

@@ -65,14 +65,18 @@ public struct StatisticsRunner: Sendable {
 
     public init() {}
 
-    public func run(file: SafeTensorsFile, tensors: [TensorInfo], progress: ProgressCallback? = nil) throws -> [TensorStatistics] {
+    public func run(file: SafeTensorsFile, tensors: [TensorInfo], progress: ProgressCallback? = nil) throws
+        -> [TensorStatistics]
+    {
         struct Chunk { let tensor: Int; let start: Int; let end: Int }
         var chunks: [Chunk] = []
         var total = 0
         for (i, t) in tensors.enumerated() where Conversion.isSupported(t.dtype) {
             let n = t.elementCount
             var s = 0
-            while s < n { let e = Swift.min(n, s + chunkElements); chunks.append(Chunk(tensor: i, start: s, end: e)); s = e }
+            while s < n {
+                let e = Swift.min(n, s + chunkElements); chunks.append(Chunk(tensor: i, start: s, end: e)); s = e
+            }
             total += t.byteCount
         }
         let totalBytes = total

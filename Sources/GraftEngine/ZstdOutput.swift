@@ -22,7 +22,9 @@ public final class ZstdEncoder {
     ///   - pledgedSize: the exact number of bytes that will be fed, stored in the frame header.
     /// - Throws: `EngineError` when libzstd rejects a parameter or cannot allocate.
     public init(output: AtomicOutput, level: Int, workers: Int, pledgedSize: Int?) throws {
-        guard let cctx = ZSTD_createCCtx() else { throw EngineError(.compression, file: output.path, "zstd: cannot create a compression context") }
+        guard let cctx = ZSTD_createCCtx() else {
+            throw EngineError(.compression, file: output.path, "zstd: cannot create a compression context")
+        }
         context = cctx
         self.output = output
         capacity = max(Int(ZSTD_CStreamOutSize()), 1 << 20)
@@ -45,7 +47,9 @@ public final class ZstdEncoder {
 
     private func check(_ code: Int, _ what: String) throws {
         if ZSTD_isError(code) != 0 {
-            throw EngineError(.compression, file: output.path, "zstd (\(what)): \(String(cString: ZSTD_getErrorName(code)).lowercased())")
+            throw EngineError(
+                .compression, file: output.path,
+                "zstd (\(what)): \(String(cString: ZSTD_getErrorName(code)).lowercased())")
         }
     }
 
@@ -113,7 +117,7 @@ final class OrderedSink: @unchecked Sendable {
             next += 1
             lock.broadcast()
         }
-        TestPause.pauseIfRequested()   // test hook (GRAFT_TEST_PAUSE_FILE); no-op otherwise
+        TestPause.pauseIfRequested()  // test hook (GRAFT_TEST_PAUSE_FILE); no-op otherwise
     }
 
     /// Wakes every waiting worker with ``Cancelled`` (after the real error was recorded).

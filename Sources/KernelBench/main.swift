@@ -17,7 +17,10 @@ func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
 
 func time(runs: Int = 5, _ body: () -> Void) -> Double {
     body()  // warm-up (page faults, caches)
-    return median((0..<runs).map { _ in let t = now(); body(); return now() - t })
+    return median(
+        (0..<runs).map { _ in
+            let t = now(); body(); return now() - t
+        })
 }
 
 func runBench() {
@@ -34,16 +37,23 @@ func runBench() {
 
     print("cpu level: \(Conversion.cpuLevelName) (detected \(Conversion.detectedCPULevel)), \(elements) elements")
     func conversion(_ name: String, _ from: DType, _ to: DType) {
-        if from != .F32 { Conversion.convert(f, from: .F32, to: dst, from, count: elements); src.copyMemory(from: dst, byteCount: elements * from.bitCount / 8) }
+        if from != .F32 {
+            Conversion.convert(f, from: .F32, to: dst, from, count: elements);
+            src.copyMemory(from: dst, byteCount: elements * from.bitCount / 8)
+        }
         let t = time { Conversion.convert(src, from: from, to: dst, to, count: elements) }
         let bytes = Double(elements * (from.bitCount + to.bitCount) / 8)
-        print("convert \(name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(format: "%6.1f", bytes / t / 1e9)) GB/s  (\(String(format: "%.2f", Double(elements) / t / 1e9)) Gelem/s, 1 thread)")
+        print(
+            "convert \(name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(format: "%6.1f", bytes / t / 1e9)) GB/s  (\(String(format: "%.2f", Double(elements) / t / 1e9)) Gelem/s, 1 thread)"
+        )
     }
     // Keep a pristine fp32 copy for each run.
     let pristine = UnsafeMutableRawPointer.allocate(byteCount: elements * 4, alignment: 64)
     pristine.copyMemory(from: src, byteCount: elements * 4)
-    for (name, a, b) in [("f32->f16", DType.F32, DType.F16), ("f16->f32", .F16, .F32),
-                         ("f32->bf16", .F32, .BF16), ("bf16->f32", .BF16, .F32)] {
+    for (name, a, b) in [
+        ("f32->f16", DType.F32, DType.F16), ("f16->f32", .F16, .F32),
+        ("f32->bf16", .F32, .BF16), ("bf16->f32", .BF16, .F32),
+    ] {
         src.copyMemory(from: pristine, byteCount: elements * 4)
         conversion(name, a, b)
     }
@@ -62,7 +72,9 @@ func runBench() {
         u.initialize(repeating: 0.02, count: m * r)
         d.initialize(repeating: 0.03, count: r * n)
         let t = time { gk_lora_gemm_f32(m, n, r, acc, n, u, r, d, n, 1, 0.5) }
-        print("lora gemm \(m)x\(n) r\(r)".padding(toLength: 28, withPad: " ", startingAt: 0) + "\(String(format: "%6.1f", 2 * Double(m * n * r) / t / 1e9)) GFLOP/s (1 thread)")
+        print(
+            "lora gemm \(m)x\(n) r\(r)".padding(toLength: 28, withPad: " ", startingAt: 0)
+                + "\(String(format: "%6.1f", 2 * Double(m * n * r) / t / 1e9)) GFLOP/s (1 thread)")
         acc.deallocate(); u.deallocate(); d.deallocate()
     }
 }

@@ -18,8 +18,10 @@ public enum Conversion {
 
     /// Converts `count` elements. Same type: a plain copy. Both types must be one of
     /// F16, BF16, F32, F64 (a precondition).
-    public static func convert(_ src: UnsafeRawPointer, from srcType: DType,
-                               to dst: UnsafeMutableRawPointer, _ dstType: DType, count: Int) {
+    public static func convert(
+        _ src: UnsafeRawPointer, from srcType: DType,
+        to dst: UnsafeMutableRawPointer, _ dstType: DType, count: Int
+    ) {
         precondition(count >= 0, "negative count")
         guard count > 0 else { return }
         guard let s = code(srcType), let d = code(dstType) else {
@@ -36,9 +38,11 @@ public enum Conversion {
     /// narrowing pairs can overflow (F32/F64 to F16 or BF16, F64 to F32, BF16 to F16);
     /// for the others it returns 0 at no extra cost.
     @discardableResult
-    public static func convertCountingOverflow(_ src: UnsafeRawPointer, from srcType: DType,
-                                               to dst: UnsafeMutableRawPointer, _ dstType: DType,
-                                               count: Int) -> Int {
+    public static func convertCountingOverflow(
+        _ src: UnsafeRawPointer, from srcType: DType,
+        to dst: UnsafeMutableRawPointer, _ dstType: DType,
+        count: Int
+    ) -> Int {
         precondition(count >= 0, "negative count")
         guard count > 0 else { return 0 }
         guard let s = code(srcType), let d = code(dstType) else {
@@ -48,14 +52,18 @@ public enum Conversion {
     }
 
     /// `count` elements of `srcType` into fp32.
-    public static func toFloat32(_ src: UnsafeRawPointer, from srcType: DType,
-                                 _ dst: UnsafeMutablePointer<Float>, count: Int) {
+    public static func toFloat32(
+        _ src: UnsafeRawPointer, from srcType: DType,
+        _ dst: UnsafeMutablePointer<Float>, count: Int
+    ) {
         convert(src, from: srcType, to: UnsafeMutableRawPointer(dst), .F32, count: count)
     }
 
     /// `count` fp32 values into `dstType`.
-    public static func fromFloat32(_ src: UnsafePointer<Float>, to dst: UnsafeMutableRawPointer,
-                                   _ dstType: DType, count: Int) {
+    public static func fromFloat32(
+        _ src: UnsafePointer<Float>, to dst: UnsafeMutableRawPointer,
+        _ dstType: DType, count: Int
+    ) {
         convert(UnsafeRawPointer(src), from: .F32, to: dst, dstType, count: count)
     }
 

@@ -32,7 +32,7 @@ public enum DType: String, CaseIterable, Sendable, Codable {
     public var isFloatingPoint: Bool {
         switch self {
         case .F4, .F6_E2M3, .F6_E3M2, .F8_E5M2, .F8_E4M3, .F8_E8M0, .F8_E4M3FNUZ, .F8_E5M2FNUZ,
-             .F16, .BF16, .F32, .F64, .C64:
+            .F16, .BF16, .F32, .F64, .C64:
             return true
         default: return false
         }

@@ -56,11 +56,12 @@ public struct FileLayout: Sendable {
             switch TensorInfo.expectedByteCount(dtype: t.dtype, shape: t.shape) {
             case .success(let v): n = v
             case .failure(let kind):
-                throw SafeTensorsError(kind, file: file, tensor: t.name, "shape \(t.shape) of \(t.dtype.rawValue) has no valid byte size")
+                throw SafeTensorsError(
+                    kind, file: file, tensor: t.name, "shape \(t.shape) of \(t.dtype.rawValue) has no valid byte size")
             }
             let (end, o) = cursor.addingReportingOverflow(n)
             if o { throw SafeTensorsError(.overflow, file: file, tensor: t.name, "total data size overflows 64 bits") }
-            infos.append(TensorInfo(name: t.name, dtype: t.dtype, shape: t.shape, dataOffsets: cursor ..< end))
+            infos.append(TensorInfo(name: t.name, dtype: t.dtype, shape: t.shape, dataOffsets: cursor..<end))
             cursor = end
         }
 
@@ -98,8 +99,9 @@ public struct FileLayout: Sendable {
         json.append(UInt8(ascii: "}"))
         while json.count % 8 != 0 { json.append(0x20) }
         if UInt64(json.count) > Header.maxByteCount {
-            throw SafeTensorsError(.headerTooLarge, file: file,
-                                   "header of \(json.count) bytes exceeds the \(Header.maxByteCount)-byte limit")
+            throw SafeTensorsError(
+                .headerTooLarge, file: file,
+                "header of \(json.count) bytes exceeds the \(Header.maxByteCount)-byte limit")
         }
         var header: [UInt8] = []
         header.reserveCapacity(8 + json.count)
@@ -134,7 +136,7 @@ enum JSONWriter {
             case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
             case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
             case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x00 ..< 0x20:
+            case 0x00..<0x20:
                 let hex = Array("0123456789abcdef".utf8)
                 out.append(contentsOf: Array("\\u00".utf8))
                 out.append(hex[Int(b >> 4)])

@@ -13,7 +13,9 @@ enum ForeignFormat {
     /// What the file looks like, as a phrase for "not a safetensors file: looks like …",
     /// or nil when it is none of the known formats.
     static func describe(_ bytes: UnsafeRawBufferPointer) -> String? {
-        func starts(_ magic: [UInt8]) -> Bool { bytes.count >= magic.count && zip(bytes, magic).allSatisfy { $0 == $1 } }
+        func starts(_ magic: [UInt8]) -> Bool {
+            bytes.count >= magic.count && zip(bytes, magic).allSatisfy { $0 == $1 }
+        }
         let convert = "convert it to .safetensors first (in Python: torch.load, then safetensors.torch.save_file)"
         if starts([0x50, 0x4B, 0x03, 0x04]) {
             // torch.save's zip holds "<name>/data.pkl" first; any other zip is just an archive
@@ -33,12 +35,15 @@ enum ForeignFormat {
         guard let text = leadingText(bytes) else { return nil }
         let lower = text.lowercased()
         if lower.hasPrefix("version https://git-lfs.github.com/spec/") {
-            let size = text.split(separator: "\n").first { $0.hasPrefix("size ") }.map { " of \($0.dropFirst(5)) bytes" } ?? ""
-            return "a git-lfs pointer, not the file it points to\(size) (run `git lfs pull`, or download the file itself)"
+            let size =
+                text.split(separator: "\n").first { $0.hasPrefix("size ") }.map { " of \($0.dropFirst(5)) bytes" } ?? ""
+            return
+                "a git-lfs pointer, not the file it points to\(size) (run `git lfs pull`, or download the file itself)"
         }
         let trimmed = lower.drop { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == "\u{FEFF}" }
         if trimmed.hasPrefix("<!doctype html") || trimmed.hasPrefix("<html") || trimmed.hasPrefix("<!--")
-            || trimmed.hasPrefix("<head") || trimmed.hasPrefix("<body") {
+            || trimmed.hasPrefix("<head") || trimmed.hasPrefix("<body")
+        {
             return "an HTML page (a failed download? the site may want a login or an API token)"
         }
         if trimmed.hasPrefix("<?xml") {

@@ -43,8 +43,10 @@ extension Header {
         try parse(bytes, fileSize: Int.max, coverage: false, source: source).declaredSize
     }
 
-    private static func parse(_ bytes: UnsafeRawBufferPointer, fileSize declaredFileSize: Int, coverage: Bool,
-                              source: String) throws -> (header: Header, declaredSize: UInt64) {
+    private static func parse(
+        _ bytes: UnsafeRawBufferPointer, fileSize declaredFileSize: Int, coverage: Bool,
+        source: String
+    ) throws -> (header: Header, declaredSize: UInt64) {
         let fileSize = coverage ? bytes.count : declaredFileSize
         // 1. The 8-byte little-endian length prefix.
         guard fileSize >= 8 else {
@@ -87,7 +89,8 @@ extension Header {
         try rejectDuplicateNames(parser.entries, source: source)
         // 7-8. Tensor table validation and full coverage of the data buffer.
         let tensors = try validate(
-            parser.entries, dataStart: UInt64(headerEnd), fileSize: UInt64(fileSize), coverage: coverage, source: source)
+            parser.entries, dataStart: UInt64(headerEnd), fileSize: UInt64(fileSize), coverage: coverage, source: source
+        )
         let declared = UInt64(headerEnd) + (tensors.last?.dataOffsets.upperBound ?? 0)
         return (Header(tensors: tensors, metadata: parser.metadata, byteCount: headerLength), declared)
     }
@@ -423,15 +426,17 @@ private struct HeaderModelParser {
                 case 0: values.0 = v
                 case 1: values.1 = v
                 default:
-                    throw scanner.error("data_offsets must have exactly 2 elements, found more", at: valueStart,
-                                        tensor: tensor)
+                    throw scanner.error(
+                        "data_offsets must have exactly 2 elements, found more", at: valueStart,
+                        tensor: tensor)
                 }
                 count += 1
             } while try scanner.commaOrClose(JSONByte.closeBracket, after: "array element")
         }
         guard count == 2 else {
-            throw scanner.error("data_offsets must have exactly 2 elements, found \(count)", at: valueStart,
-                                tensor: tensor)
+            throw scanner.error(
+                "data_offsets must have exactly 2 elements, found \(count)", at: valueStart,
+                tensor: tensor)
         }
         return values
     }

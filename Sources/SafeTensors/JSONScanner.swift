@@ -11,18 +11,18 @@
 
 /// ASCII byte values used by the header scanner and parser.
 enum JSONByte {
-    static let quote: UInt8 = 0x22          // "
-    static let backslash: UInt8 = 0x5C      // \
-    static let slash: UInt8 = 0x2F          // /
-    static let comma: UInt8 = 0x2C          // ,
-    static let colon: UInt8 = 0x3A          // :
-    static let openBrace: UInt8 = 0x7B      // {
-    static let closeBrace: UInt8 = 0x7D     // }
-    static let openBracket: UInt8 = 0x5B    // [
-    static let closeBracket: UInt8 = 0x5D   // ]
-    static let minus: UInt8 = 0x2D          // -
-    static let plus: UInt8 = 0x2B           // +
-    static let dot: UInt8 = 0x2E            // .
+    static let quote: UInt8 = 0x22  // "
+    static let backslash: UInt8 = 0x5C  // \
+    static let slash: UInt8 = 0x2F  // /
+    static let comma: UInt8 = 0x2C  // ,
+    static let colon: UInt8 = 0x3A  // :
+    static let openBrace: UInt8 = 0x7B  // {
+    static let closeBrace: UInt8 = 0x7D  // }
+    static let openBracket: UInt8 = 0x5B  // [
+    static let closeBracket: UInt8 = 0x5D  // ]
+    static let minus: UInt8 = 0x2D  // -
+    static let plus: UInt8 = 0x2B  // +
+    static let dot: UInt8 = 0x2E  // .
     static let zero: UInt8 = 0x30
     static let nine: UInt8 = 0x39
     static let lowerE: UInt8 = 0x65
@@ -111,7 +111,8 @@ struct JSONScanner {
     @inline(__always) mutating func skipWhitespace() {
         while pos < end {
             let b = bytes[pos]
-            guard b == JSONByte.space || b == JSONByte.lineFeed || b == JSONByte.carriageReturn || b == JSONByte.tab else {
+            guard b == JSONByte.space || b == JSONByte.lineFeed || b == JSONByte.carriageReturn || b == JSONByte.tab
+            else {
                 return
             }
             pos += 1
@@ -339,8 +340,9 @@ struct JSONScanner {
     /// The token's text, shortened for messages.
     func text(_ number: JSONNumberToken) -> String {
         let shown = min(number.end - number.start, 40)
-        let s = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[number.start..<(number.start + shown)]),
-                       as: UTF8.self)
+        let s = String(
+            decoding: UnsafeRawBufferPointer(rebasing: bytes[number.start..<(number.start + shown)]),
+            as: UTF8.self)
         return shown < number.end - number.start ? s + "..." : s
     }
 

@@ -67,9 +67,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// - Precondition: `t` is one of this file's tensors (checked: the range lies in the mapping).
     package func data(of t: TensorInfo) -> UnsafeRawBufferPointer {
         let start = fileOffset(of: t)
-        precondition(start >= 0 && t.byteCount >= 0 && start <= mapping.byteCount - t.byteCount,
-                     "tensor '\(t.name)' is not in \(path)")
-        return UnsafeRawBufferPointer(rebasing: mapping.bytes[start ..< start + t.byteCount])
+        precondition(
+            start >= 0 && t.byteCount >= 0 && start <= mapping.byteCount - t.byteCount,
+            "tensor '\(t.name)' is not in \(path)")
+        return UnsafeRawBufferPointer(rebasing: mapping.bytes[start..<start + t.byteCount])
     }
 
     /// How far a spooled stream may go: asks for the 8-byte length, then for the whole
@@ -84,10 +85,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 // mapped whole and the parser says it).
                 if prefix.count < ForeignFormat.sniffLength { return .needPrefix(ForeignFormat.sniffLength) }
                 if let other = ForeignFormat.describe(prefix) {
-                    throw SafeTensorsError(.notSafeTensors, file: source, offset: 0, "not a safetensors file: looks like " + other)
+                    throw SafeTensorsError(
+                        .notSafeTensors, file: source, offset: 0, "not a safetensors file: looks like " + other)
                 }
-                throw SafeTensorsError(.headerTooLarge, file: source, offset: 0,
-                                       "header length \(n) exceeds the \(Header.maxByteCount)-byte limit")
+                throw SafeTensorsError(
+                    .headerTooLarge, file: source, offset: 0,
+                    "header length \(n) exceeds the \(Header.maxByteCount)-byte limit")
             }
             guard prefix.count >= 8 + Int(n) else { return .needPrefix(8 + Int(n)) }
             return .total(try Header.declaredFileSize(prefix: prefix, source: source))
@@ -99,8 +102,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     ///   without a numeric reading.
     public func scalarValue(of t: TensorInfo) throws -> Double {
         guard t.elementCount == 1 else {
-            throw SafeTensorsError(.unsupported, file: path, tensor: t.name,
-                                   "expected a one-element tensor, found shape \(t.shape)")
+            throw SafeTensorsError(
+                .unsupported, file: path, tensor: t.name,
+                "expected a one-element tensor, found shape \(t.shape)")
         }
         let p = data(of: t)
         func load<T>(_: T.Type) -> T { p.loadUnaligned(as: T.self) }
@@ -118,8 +122,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         case .U32: return Double(load(UInt32.self))
         case .U64: return Double(load(UInt64.self))
         default:
-            throw SafeTensorsError(.unsupported, file: path, tensor: t.name,
-                                   "cannot read a \(t.dtype.rawValue) value as a number")
+            throw SafeTensorsError(
+                .unsupported, file: path, tensor: t.name,
+                "cannot read a \(t.dtype.rawValue) value as a number")
         }
     }
 }

@@ -49,18 +49,21 @@ func run(_ jobs: [Job], in dir: String, skipExisting: Bool) {
     for job in jobs {
         let path = dir + "/" + job.name
         do {
-            let expected = try SyntheticWriter.fileByteCount(tensors: job.tensors, metadata: job.metadata, dtype: job.dtype)
+            let expected = try SyntheticWriter.fileByteCount(
+                tensors: job.tensors, metadata: job.metadata, dtype: job.dtype)
             if skipExisting, fileSize(path) == expected {
                 print("kept    \(path) (\(megabytes(expected)) MB, already complete)")
                 continue
             }
             let start = now()
-            let n = try writeSynthetic(tensors: job.tensors, metadata: job.metadata, to: path,
-                                       seed: job.seed, dtype: job.dtype)
+            let n = try writeSynthetic(
+                tensors: job.tensors, metadata: job.metadata, to: path,
+                seed: job.seed, dtype: job.dtype)
             let seconds = now() - start
             let rate = seconds > 0 ? Int((Double(n) / 1e6 / seconds).rounded()) : 0
-            print("wrote   \(path) (\(megabytes(n)) MB, \(job.tensors.count) tensors, "
-                  + "\(format2(seconds)) s, \(rate) MB/s)")
+            print(
+                "wrote   \(path) (\(megabytes(n)) MB, \(job.tensors.count) tensors, "
+                    + "\(format2(seconds)) s, \(rate) MB/s)")
         } catch {
             fail("\(path): \(error)")
         }
@@ -89,12 +92,16 @@ func sampleJobs() -> [Job] {
     let locon = KohyaLoRAOptions(rank: 4, alpha: 2, convRank: 2, convAlpha: 1)
     let note = "synthetic values from graft-samplegen (Fixtures), SDXL layout at 1/64 width"
     return [
-        Job(name: "sdxl-tiny.safetensors", tensors: checkpoint,
+        Job(
+            name: "sdxl-tiny.safetensors", tensors: checkpoint,
             metadata: checkpointMetadata("sdxl-tiny", note), seed: 1),
-        Job(name: "lora-tiny.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: lora),
+        Job(
+            name: "lora-tiny.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: lora),
             metadata: KohyaLoRA.metadata(.sdxl, options: lora, title: "lora-tiny", comment: note + ", seed=2"), seed: 2),
-        Job(name: "locon-tiny.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: locon),
-            metadata: KohyaLoRA.metadata(.sdxl, options: locon, title: "locon-tiny", comment: note + ", seed=3"), seed: 3),
+        Job(
+            name: "locon-tiny.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: locon),
+            metadata: KohyaLoRA.metadata(.sdxl, options: locon, title: "locon-tiny", comment: note + ", seed=3"),
+            seed: 3),
     ]
 }
 
@@ -105,17 +112,24 @@ func benchJobs(fp32: Bool) -> [Job] {
     let locon = KohyaLoRAOptions(rank: 16, alpha: 8, convRank: 8, convAlpha: 4)
     let note = "synthetic values from graft-samplegen (Fixtures); values repeat (pooled)"
     var jobs = [
-        Job(name: "sdxl-full-fp16.safetensors", tensors: checkpoint,
+        Job(
+            name: "sdxl-full-fp16.safetensors", tensors: checkpoint,
             metadata: checkpointMetadata("sdxl-full-fp16", note), seed: 11),
-        Job(name: "lora-r32.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: lora),
-            metadata: KohyaLoRA.metadata(.sdxl, options: lora, title: "lora-r32", comment: note + ", seed=12"), seed: 12),
-        Job(name: "locon-r16.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: locon),
-            metadata: KohyaLoRA.metadata(.sdxl, options: locon, title: "locon-r16", comment: note + ", seed=13"), seed: 13),
+        Job(
+            name: "lora-r32.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: lora),
+            metadata: KohyaLoRA.metadata(.sdxl, options: lora, title: "lora-r32", comment: note + ", seed=12"), seed: 12
+        ),
+        Job(
+            name: "locon-r16.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: locon),
+            metadata: KohyaLoRA.metadata(.sdxl, options: locon, title: "locon-r16", comment: note + ", seed=13"),
+            seed: 13),
     ]
     if fp32 {
         // Same seed and pools as the fp16 file, so the two hold the same values up to rounding.
-        jobs.append(Job(name: "sdxl-full-fp32.safetensors", tensors: checkpoint,
-                        metadata: checkpointMetadata("sdxl-full-fp32", note), seed: 11, dtype: .F32))
+        jobs.append(
+            Job(
+                name: "sdxl-full-fp32.safetensors", tensors: checkpoint,
+                metadata: checkpointMetadata("sdxl-full-fp32", note), seed: 11, dtype: .F32))
     }
     return jobs
 }

@@ -28,8 +28,11 @@ struct OutputOptions: ParsableArguments {
 
 /// Options for commands that write a file.
 struct WriteOptions: ParsableArguments {
-    @Option(name: [.customShort("o"), .customLong("output")],
-            help: "Output file (.safetensors, or .safetensors.zst for zstd), or '-' for standard output (uncompressed; not a terminal).")
+    @Option(
+        name: [.customShort("o"), .customLong("output")],
+        help:
+            "Output file (.safetensors, or .safetensors.zst for zstd), or '-' for standard output (uncompressed; not a terminal)."
+    )
     var outputPath: String?
 
     /// The output path; commands that write check in validate() that it was given.
@@ -38,8 +41,10 @@ struct WriteOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Overwrite the output if it exists.")
     var force = false
 
-    @Option(help: ArgumentHelp("zstd level for a .zst output (default 3; negative = faster, up to 19+ = smaller).",
-                               valueName: "n"))
+    @Option(
+        help: ArgumentHelp(
+            "zstd level for a .zst output (default 3; negative = faster, up to 19+ = smaller).",
+            valueName: "n"))
     var zstdLevel: Int?
 
     /// Whether the output is written zstd-compressed (its name ends in .zst).
@@ -57,11 +62,14 @@ struct WriteOptions: ParsableArguments {
     /// partial outputs of interrupted runs that were cleaned up. `--force` does not matter for
     /// standard output. GRAFT_NO_TMPFILE=1 forces the named temporary file (for tests).
     func withOutput<R>(inputs: [String], quiet: Bool, _ body: (AtomicOutput) throws -> R) throws -> R {
-        try AtomicOutput.write(to: destination, overwrite: force, inputs: inputs,
-                               anonymousTemporary: !SystemInfo.environmentFlag("GRAFT_NO_TMPFILE")) { out in
+        try AtomicOutput.write(
+            to: destination, overwrite: force, inputs: inputs,
+            anonymousTemporary: !SystemInfo.environmentFlag("GRAFT_NO_TMPFILE")
+        ) { out in
             if !quiet {
                 for name in out.removedStalePartials {
-                    Terminal.warn("graft: note: removed stale partial output \(displayable(name)) (from an interrupted run)")
+                    Terminal.warn(
+                        "graft: note: removed stale partial output \(displayable(name)) (from an interrupted run)")
                 }
             }
             return try body(out)
@@ -70,7 +78,9 @@ struct WriteOptions: ParsableArguments {
 
     /// Throws unless -o was given (every writing command except `merge --dry-run`).
     func requireOutput() throws {
-        if outputPath == nil || outputPath!.isEmpty { throw ValidationError("Missing expected argument '--output <output>' (-o).") }
+        if outputPath == nil || outputPath!.isEmpty {
+            throw ValidationError("Missing expected argument '--output <output>' (-o).")
+        }
     }
 
     func validate() throws {
@@ -79,7 +89,9 @@ struct WriteOptions: ParsableArguments {
                 throw ValidationError("--zstd-level applies only to an output whose name ends in .zst.")
             }
             guard ZstdEncoder.levelRange.contains(zstdLevel) else {
-                throw ValidationError("--zstd-level must be between \(ZstdEncoder.levelRange.lowerBound) and \(ZstdEncoder.levelRange.upperBound) (got \(zstdLevel)).")
+                throw ValidationError(
+                    "--zstd-level must be between \(ZstdEncoder.levelRange.lowerBound) and \(ZstdEncoder.levelRange.upperBound) (got \(zstdLevel))."
+                )
             }
         }
     }
@@ -120,28 +132,40 @@ func reportingErrors<T>(json command: String? = nil, _ body: () throws -> T) thr
         Terminal.warn("graft: error: " + displayable(error.description) + engineHint(error))
         for m in error.modules.prefix(20) { Terminal.warn("  " + displayable("\(m.module): \(m.message)")) }
         if error.modules.count > 20 { Terminal.warn("  ... and \(error.modules.count - 20) more") }
-        emitErrorDocument(command, ErrorJSON(kind: error.kind.rawValue, file: error.file, tensor: error.tensor,
-                                             module: error.module, message: error.description, modules: error.modules))
+        emitErrorDocument(
+            command,
+            ErrorJSON(
+                kind: error.kind.rawValue, file: error.file, tensor: error.tensor,
+                module: error.module, message: error.description, modules: error.modules))
         throw ExitCode(2)
     } catch let error as SafeTensorsError {
         // Names and details come from the file: one line, control characters escaped.
         Terminal.warn("graft: error: " + displayable("\(error)"))
-        emitErrorDocument(command, ErrorJSON(kind: snakeCase(error.kind.rawValue), file: error.file, tensor: error.tensor,
-                                             module: nil, message: error.description, modules: []))
+        emitErrorDocument(
+            command,
+            ErrorJSON(
+                kind: snakeCase(error.kind.rawValue), file: error.file, tensor: error.tensor,
+                module: nil, message: error.description, modules: []))
         throw ExitCode(2)
     } catch let error as FileIOError {
         var line = "\(error)"
         if error.refusal == .exists { line += "; use --force to overwrite it" }
         Terminal.warn("graft: error: " + displayable(line))
-        emitErrorDocument(command, ErrorJSON(kind: snakeCase(error.kind.rawValue), file: error.path, tensor: nil,
-                                             module: nil, message: line, modules: []))
+        emitErrorDocument(
+            command,
+            ErrorJSON(
+                kind: snakeCase(error.kind.rawValue), file: error.path, tensor: nil,
+                module: nil, message: line, modules: []))
         throw ExitCode(2)
     } catch {
         // Our own multi-line messages (lists of modules) keep their line breaks.
         let lines = "\(error)".split(separator: "\n", omittingEmptySubsequences: false).map { displayable(String($0)) }
         Terminal.warn("graft: error: " + lines.joined(separator: "\n"))
-        emitErrorDocument(command, ErrorJSON(kind: "error", file: nil, tensor: nil, module: nil,
-                                             message: "\(error)", modules: []))
+        emitErrorDocument(
+            command,
+            ErrorJSON(
+                kind: "error", file: nil, tensor: nil, module: nil,
+                message: "\(error)", modules: []))
         throw ExitCode(2)
     }
 }

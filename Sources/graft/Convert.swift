@@ -33,14 +33,19 @@ extension Graft {
         @Option(help: ArgumentHelp("Target dtype of floating tensors: fp16, bf16, fp32 or fp64.", valueName: "dtype"))
         var dtype: String
 
-        @Option(help: ArgumentHelp("Leave tensors matching this glob in their dtype (repeatable), e.g. 'first_stage_model.*'.",
-                                   valueName: "glob"))
+        @Option(
+            help: ArgumentHelp(
+                "Leave tensors matching this glob in their dtype (repeatable), e.g. 'first_stage_model.*'.",
+                valueName: "glob"))
         var keep: [String] = []
 
-        @Option(help: ArgumentHelp("Leave out tensors matching this glob (repeatable), e.g. 'model_ema.*'.", valueName: "glob"))
+        @Option(
+            help: ArgumentHelp(
+                "Leave out tensors matching this glob (repeatable), e.g. 'model_ema.*'.", valueName: "glob"))
         var drop: [String] = []
 
-        @Option(help: ArgumentHelp("Write only tensors matching this glob (repeatable; any may match).", valueName: "glob"))
+        @Option(
+            help: ArgumentHelp("Write only tensors matching this glob (repeatable; any may match).", valueName: "glob"))
         var only: [String] = []
 
         @Option(help: ArgumentHelp("Set a metadata entry (repeatable).", valueName: "key=value"))
@@ -75,11 +80,15 @@ extension Graft {
             try reportingErrors(json: options.json ? "convert" : nil) {
                 let target = DType(userSpelling: dtype)!
                 let file = try SafeTensorsFile(path: input)
-                let request = ConvertRequest(input: file, dtype: target, keep: keep, drop: drop, only: only,
-                                             setMetadata: metadata.compactMap(parseMetadata), dropMetadata: dropMetadata)
+                let request = ConvertRequest(
+                    input: file, dtype: target, keep: keep, drop: drop, only: only,
+                    setMetadata: metadata.compactMap(parseMetadata), dropMetadata: dropMetadata)
                 let plan = try ConvertPlanner.plan(request)
                 if !options.quiet {
-                    for p in plan.unusedPatterns { Terminal.warn("graft: warning: --\(p.list.rawValue) \(displayable(p.pattern)) matches no tensor") }
+                    for p in plan.unusedPatterns {
+                        Terminal.warn(
+                            "graft: warning: --\(p.list.rawValue) \(displayable(p.pattern)) matches no tensor")
+                    }
                 }
                 var executor = Executor()
                 // Checked per chunk: the first overflow stops the run before anything is committed
@@ -94,8 +103,12 @@ extension Graft {
                 }
                 if !report.overflows.isEmpty && !options.quiet && !options.json {
                     let total = report.overflows.reduce(0) { $0 + $1.count }
-                    Terminal.warn("graft: warning: \(total) finite value(s) became +-inf in \(target.rawValue), in \(report.overflows.count) tensor(s):")
-                    for o in report.overflows.prefix(options.verbose ? Int.max : 20) { Terminal.warn("  \(displayable(o.name)): \(o.count)") }
+                    Terminal.warn(
+                        "graft: warning: \(total) finite value(s) became +-inf in \(target.rawValue), in \(report.overflows.count) tensor(s):"
+                    )
+                    for o in report.overflows.prefix(options.verbose ? Int.max : 20) {
+                        Terminal.warn("  \(displayable(o.name)): \(o.count)")
+                    }
                     if !options.verbose && report.overflows.count > 20 {
                         Terminal.warn("  ... and \(report.overflows.count - 20) more (-v lists all)")
                     }
@@ -117,11 +130,14 @@ extension Graft {
         func summary(_ plan: ConvertPlan, _ r: ExecutionReport) -> String {
             let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
             let name = write.isStandardOutput ? "<stdout>" : displayable(write.output)
-            var s = "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(name): \(Format.bytes(r.bytesWritten))"
+            var s =
+                "converted \(plan.converted.count) tensors to \(plan.dtype.rawValue), kept \(plan.kept.count), copied \(plan.copied.count), dropped \(plan.dropped.count) -> \(name): \(Format.bytes(r.bytesWritten))"
             if let c = r.compressedBytes {
-                s += " (zstd \(Format.bytes(c)), ratio \(Format.fixed(Double(r.bytesWritten) / Double(max(c, 1)), decimals: 2)))"
+                s +=
+                    " (zstd \(Format.bytes(c)), ratio \(Format.fixed(Double(r.bytesWritten) / Double(max(c, 1)), decimals: 2)))"
             }
-            s += " in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(r.threads) threads)"
+            s +=
+                " in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(r.threads) threads)"
             return s
         }
     }
@@ -167,7 +183,8 @@ struct ConvertReportJSON: Encodable {
     init(plan: ConvertPlan, report r: ExecutionReport, output: String) {
         input = plan.inputPath
         dtype = plan.dtype.rawValue
-        self.output = Output(path: output, bytes: r.bytesWritten, compressedBytes: r.compressedBytes, tensors: r.tensorsWritten)
+        self.output = Output(
+            path: output, bytes: r.bytesWritten, compressedBytes: r.compressedBytes, tensors: r.tensorsWritten)
         converted = plan.converted
         kept = plan.kept
         copied = plan.copied

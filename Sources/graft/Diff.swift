@@ -36,8 +36,10 @@ extension Graft {
         @Argument(help: "The second file (B).")
         var b: String
 
-        @Option(help: ArgumentHelp("Compare only tensors matching this glob (repeatable; each must match a tensor).",
-                                   valueName: "glob"))
+        @Option(
+            help: ArgumentHelp(
+                "Compare only tensors matching this glob (repeatable; each must match a tensor).",
+                valueName: "glob"))
         var filter: [String] = []
 
         @Option(help: "Ignore value differences whose max |A-B| is at most this (default 0: any difference counts).")
@@ -46,8 +48,10 @@ extension Graft {
         @Option(help: "Number of most-changed tensors to list.")
         var top: Int = 20
 
-        @Option(help: ArgumentHelp("Explain B - A as a merge of this adapter into A (repeatable, in merge order).",
-                                   valueName: "lora[:ratio]"))
+        @Option(
+            help: ArgumentHelp(
+                "Explain B - A as a merge of this adapter into A (repeatable, in merge order).",
+                valueName: "lora[:ratio]"))
         var lora: [String] = []
 
         @Option(help: "Residual up to which a LoRA-touched tensor counts as explained.")
@@ -59,12 +63,17 @@ extension Graft {
         @OptionGroup var options: OutputOptions
 
         func validate() throws {
-            if !(threshold >= 0) || !threshold.isFinite { throw ValidationError("--threshold must be a finite number >= 0.") }
+            if !(threshold >= 0) || !threshold.isFinite {
+                throw ValidationError("--threshold must be a finite number >= 0.")
+            }
             if top < 0 { throw ValidationError("--top must be at least 0.") }
             if !(loraTolerance >= 0) { throw ValidationError("--lora-tolerance must be >= 0.") }
             if let threads, threads < 1 { throw ValidationError("--threads must be at least 1.") }
-            for l in lora where AdapterArgument(l).path.isEmpty { throw ValidationError("'\(l)' names no adapter file.") }
-            try InputValidation.standardInputAtMostOnce([("A", a), ("B", b)] + lora.map { ("--lora", AdapterArgument($0).path) })
+            for l in lora where AdapterArgument(l).path.isEmpty {
+                throw ValidationError("'\(l)' names no adapter file.")
+            }
+            try InputValidation.standardInputAtMostOnce(
+                [("A", a), ("B", b)] + lora.map { ("--lora", AdapterArgument($0).path) })
         }
 
         func run() throws {
@@ -74,7 +83,8 @@ extension Graft {
                 let unmatched = Self.unmatchedFilters(filter, fa, fb)
                 if !unmatched.isEmpty {
                     let quoted = unmatched.map { "'\($0)'" }.joined(separator: ", ")
-                    throw GraftFailure("--filter \(quoted) \(unmatched.count == 1 ? "matches" : "match") no tensor in either file")
+                    throw GraftFailure(
+                        "--filter \(quoted) \(unmatched.count == 1 ? "matches" : "match") no tensor in either file")
                 }
                 var adapters: [MergeInput] = []
                 for l in lora {
@@ -85,8 +95,9 @@ extension Graft {
                 if let threads { runner.threads = threads }
                 let bar = ProgressBar(label: "diff", enabled: options.showsProgress && !options.json)
                 defer { bar.finish() }
-                let request = DiffRequest(a: fa, b: fb, filters: filter, threshold: threshold,
-                                          adapters: adapters, loraTolerance: loraTolerance)
+                let request = DiffRequest(
+                    a: fa, b: fb, filters: filter, threshold: threshold,
+                    adapters: adapters, loraTolerance: loraTolerance)
                 return try runner.run(request, progress: bar.callback)
             }
             try reportingErrors {
@@ -102,7 +113,9 @@ extension Graft {
         /// The globs that match no tensor name in either file: a diff restricted to them
         /// would compare nothing and report "identical".
         static func unmatchedFilters(_ globs: [String], _ a: SafeTensorsFile, _ b: SafeTensorsFile) -> [String] {
-            globs.filter { g in !a.tensors.contains { globMatches(g, $0.name) } && !b.tensors.contains { globMatches(g, $0.name) } }
+            globs.filter { g in
+                !a.tensors.contains { globMatches(g, $0.name) } && !b.tensors.contains { globMatches(g, $0.name) }
+            }
         }
     }
 }
@@ -140,8 +153,10 @@ struct DiffReportJSON: Encodable {
     let threads: Int
 
     enum CodingKeys: String, CodingKey {
-        case schema, command, a, b, identical, threshold, summary, metadata, groups, top, tensors, lora, seconds, threads
-        case onlyInA = "only_in_a", onlyInB = "only_in_b", dtypeChanges = "dtype_changes", shapeChanges = "shape_changes"
+        case schema, command, a, b, identical, threshold, summary, metadata, groups, top, tensors, lora, seconds,
+            threads
+        case onlyInA = "only_in_a", onlyInB = "only_in_b", dtypeChanges = "dtype_changes", shapeChanges =
+            "shape_changes"
         case bytesRead = "bytes_read"
     }
 
@@ -151,10 +166,11 @@ struct DiffReportJSON: Encodable {
         identical = r.isIdentical
         threshold = r.threshold
         let changed = r.tensors.filter(\.changed).count
-        summary = Summary(inBoth: r.tensorsInBoth,
-                          onlyInA: r.onlyInA.count, onlyInB: r.onlyInB.count, dtypeChanges: r.dtypeChanges.count,
-                          shapeChanges: r.shapeChanges.count, changed: changed, unchanged: r.tensors.count - changed,
-                          identicalBytes: r.tensors.filter(\.identicalBytes).count)
+        summary = Summary(
+            inBoth: r.tensorsInBoth,
+            onlyInA: r.onlyInA.count, onlyInB: r.onlyInB.count, dtypeChanges: r.dtypeChanges.count,
+            shapeChanges: r.shapeChanges.count, changed: changed, unchanged: r.tensors.count - changed,
+            identicalBytes: r.tensors.filter(\.identicalBytes).count)
         onlyInA = r.onlyInA
         onlyInB = r.onlyInB
         dtypeChanges = r.dtypeChanges
@@ -187,10 +203,13 @@ struct DiffText {
         let sameBytes = r.tensors.filter(\.identicalBytes).count
         line("A: \(displayable(r.pathA)) (\(r.tensorCountA) tensors)")
         line("B: \(displayable(r.pathB)) (\(r.tensorCountB) tensors)")
-        line("tensors: \(r.tensors.count) compared, \(r.onlyInA.count) only in A, \(r.onlyInB.count) only in B, "
-             + "\(r.dtypeChanges.count) dtype changes, \(r.shapeChanges.count) shape changes")
+        line(
+            "tensors: \(r.tensors.count) compared, \(r.onlyInA.count) only in A, \(r.onlyInB.count) only in B, "
+                + "\(r.dtypeChanges.count) dtype changes, \(r.shapeChanges.count) shape changes")
         let thr = r.threshold > 0 ? " (max |A-B| > \(Format.shortest(r.threshold)))" : ""
-        line("values: \(changed.count) changed\(thr), \(r.tensors.count - changed.count) unchanged (\(sameBytes) byte-identical)")
+        line(
+            "values: \(changed.count) changed\(thr), \(r.tensors.count - changed.count) unchanged (\(sameBytes) byte-identical)"
+        )
         let limit = verbose ? Int.max : 20
         /// `items` are made displayable here; titles are ours.
         func list(_ title: String, _ items: [String]) {
@@ -207,16 +226,26 @@ struct DiffText {
         list("dtype changes", r.dtypeChanges.map { "\(name($0.name)): \($0.dtypeA.rawValue) -> \($0.dtypeB.rawValue)" })
         list("shape changes", r.shapeChanges.map { "\(name($0.name)): \(shape($0.shapeA)) -> \(shape($0.shapeB))" })
         let md = r.metadata
-        list("metadata differences", md.onlyInA.map { "only in A: \(name($0))" } + md.onlyInB.map { "only in B: \(name($0))" }
-             + md.changed.map { "changed: \(name($0))" })
+        list(
+            "metadata differences",
+            md.onlyInA.map { "only in A: \(name($0))" } + md.onlyInB.map { "only in B: \(name($0))" }
+                + md.changed.map { "changed: \(name($0))" })
 
         if !r.groups.isEmpty && !changed.isEmpty {
             line()
             let widths = [28, 8, 8, 11, 11, 11, 10]
-            line(row(["group", "tensors", "changed", "rel change", "max |A-B|", "mean |A-B|", "cosine"], widths, firstLeft: true))
+            line(
+                row(
+                    ["group", "tensors", "changed", "rel change", "max |A-B|", "mean |A-B|", "cosine"], widths,
+                    firstLeft: true))
             for g in r.groups {
-                line(row([name(g.group), "\(g.tensors)", "\(g.changed)", relative(g.relativeChange), Format.statistic(g.maxAbsDiff),
-                          Format.statistic(g.meanAbsDiff), Format.cosine(g.cosine)], widths, firstLeft: true))
+                line(
+                    row(
+                        [
+                            name(g.group), "\(g.tensors)", "\(g.changed)", relative(g.relativeChange),
+                            Format.statistic(g.maxAbsDiff),
+                            Format.statistic(g.meanAbsDiff), Format.cosine(g.cosine),
+                        ], widths, firstLeft: true))
             }
         }
         let topList = r.topChanged(top)
@@ -224,17 +253,26 @@ struct DiffText {
             line()
             line("top \(topList.count) changed tensors (of \(changed.count)):")
             let widths = [10, 11, 11, 10, 12, 12, 0]
-            line(row(["rel change", "max |A-B|", "mean |A-B|", "cosine", "differing", "nan/inf A/B", "  tensor"], widths))
+            line(
+                row(
+                    ["rel change", "max |A-B|", "mean |A-B|", "cosine", "differing", "nan/inf A/B", "  tensor"], widths)
+            )
             for t in topList {
                 let nf = t.nanA + t.nanB + t.infA + t.infB > 0 ? "\(t.nanA + t.infA)/\(t.nanB + t.infB)" : "-"
-                line(row([relative(t.relativeChange), Format.statistic(t.maxAbsDiff), Format.statistic(t.meanAbsDiff),
-                          Format.cosine(t.cosine), "\(t.differing)", nf, "  " + name(t.name)], widths))
+                line(
+                    row(
+                        [
+                            relative(t.relativeChange), Format.statistic(t.maxAbsDiff), Format.statistic(t.meanAbsDiff),
+                            Format.cosine(t.cosine), "\(t.differing)", nf, "  " + name(t.name),
+                        ], widths))
             }
         }
         if let l = r.lora {
             line()
             for a in l.adapters {
-                line("lora \(name(a.path)) x\(Format.shortest(a.ratio)): \(a.mapped) of \(a.modules) modules mapped onto A")
+                line(
+                    "lora \(name(a.path)) x\(Format.shortest(a.ratio)): \(a.mapped) of \(a.modules) modules mapped onto A"
+                )
                 for s in a.notMapped.prefix(limit) { line("  not mapped: \(name(s))") }
                 if a.notMapped.count > limit { line("  ... and \(a.notMapped.count - limit) more") }
             }
@@ -243,9 +281,11 @@ struct DiffText {
             let byName = Dictionary(r.tensors.map { ($0.name, $0) }, uniquingKeysWith: { x, _ in x })
             let residuals = l.explained.compactMap { byName[$0]?.lora?.residual }
             if let worst = residuals.max() { line("  worst residual \(Format.statistic(worst))") }
-            list("partially explained (residual > \(tolerance))", l.partiallyExplained.map { n in
-                "\(name(n)): residual \(relative(byName[n]?.lora?.residual))"
-            })
+            list(
+                "partially explained (residual > \(tolerance))",
+                l.partiallyExplained.map { n in
+                    "\(name(n)): residual \(relative(byName[n]?.lora?.residual))"
+                })
             list("changed but not explained by any module", l.unexplained.map(name))
             list("targeted by a module but unchanged", l.unchanged.map(name))
             list("targeted by a module but not compared", l.notCompared.map(name))

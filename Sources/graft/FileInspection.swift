@@ -20,8 +20,9 @@ struct FileInspection: Encodable {
         path = file.path
         fileBytes = file.byteCount
         headerBytes = file.header.byteCount
-        report = ListReport(tensors: file.tensors, metadata: file.metadata,
-                            alphaValue: { try file.scalarValue(of: $0) }, includeModules: modules)
+        report = ListReport(
+            tensors: file.tensors, metadata: file.metadata,
+            alphaValue: { try file.scalarValue(of: $0) }, includeModules: modules)
         tensors = selected
         self.statistics = statistics
         fullMetadata = file.metadata ?? [:]
@@ -29,7 +30,8 @@ struct FileInspection: Encodable {
     }
 
     private enum Keys: String, CodingKey {
-        case file, fileBytes = "file_bytes", headerBytes = "header_bytes", tensors, statistics, metadataFull = "metadata_full"
+        case file, fileBytes = "file_bytes", headerBytes = "header_bytes", tensors, statistics, metadataFull =
+            "metadata_full"
         case dtypeBytes = "dtype_bytes"
     }
 
@@ -56,9 +58,13 @@ struct FileInspection: Encodable {
         try c.encode(fileBytes, forKey: .fileBytes)
         try c.encode(headerBytes, forKey: .headerBytes)
         try c.encode(bytesByDType, forKey: .dtypeBytes)
-        try c.encode(tensors.map { TensorJSON(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, bytes: $0.byteCount,
-                                              data_offsets: [$0.dataOffsets.lowerBound, $0.dataOffsets.upperBound]) },
-                     forKey: .tensors)
+        try c.encode(
+            tensors.map {
+                TensorJSON(
+                    name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, bytes: $0.byteCount,
+                    data_offsets: [$0.dataOffsets.lowerBound, $0.dataOffsets.upperBound])
+            },
+            forKey: .tensors)
         if let statistics { try c.encode(statistics, forKey: .statistics) }
         try c.encode(fullMetadata, forKey: .metadataFull)
     }
@@ -74,7 +80,9 @@ struct FileInspection: Encodable {
         if let c = report.checkpoint {
             field("kind:", "\(c.architectureName) checkpoint")
             if !c.evidence.isEmpty && verbose { field("evidence:", c.evidence.joined(separator: "; ")) }
-            let comps = c.components.map { "\($0.component.rawValue) \($0.tensorCount) tensors, \(Format.count($0.parameterCount)) params" }
+            let comps = c.components.map {
+                "\($0.component.rawValue) \($0.tensorCount) tensors, \(Format.count($0.parameterCount)) params"
+            }
             if !comps.isEmpty { field("components:", comps.joined(separator: "; ")) }
         } else if let a = report.adapter {
             let tucker = a.hasTucker ? " (Tucker)" : ""
@@ -82,22 +90,36 @@ struct FileInspection: Encodable {
             field("kind:", "\(a.kindName)\(tucker)\(dora) adapter")
             field("naming:", a.schemeName)
             field("base model:", a.baseModel.name)
-            if !a.baseModel.evidence.isEmpty && verbose { field("evidence:", a.baseModel.evidence.joined(separator: "; ")) }
+            if !a.baseModel.evidence.isEmpty && verbose {
+                field("evidence:", a.baseModel.evidence.joined(separator: "; "))
+            }
             if !a.baseModel.conflicts.isEmpty { field("conflicts:", a.baseModel.conflicts.joined(separator: "; ")) }
-            let counts = a.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let counts = a.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(
+                separator: ", ")
             field("modules:", "\(a.moduleCount) (\(counts))")
-            field("layers:", a.layerTypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            field(
+                "layers:",
+                a.layerTypes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             if !a.ranks.isEmpty { field("rank:", distribution(a.ranks.map { ("\($0.value)", $0.count) })) }
             if !a.convRanks.isEmpty { field("conv rank:", distribution(a.convRanks.map { ("\($0.value)", $0.count) })) }
-            if !a.alphas.isEmpty { field("alpha:", distribution(a.alphas.map { (Format.shortest($0.value), $0.count) })) }
-            if !a.convAlphas.isEmpty { field("conv alpha:", distribution(a.convAlphas.map { (Format.shortest($0.value), $0.count) })) }
-            if a.alphasRead && a.alphas.isEmpty && a.convAlphas.isEmpty { field("alpha:", "none stored (alpha = rank)") }
+            if !a.alphas.isEmpty {
+                field("alpha:", distribution(a.alphas.map { (Format.shortest($0.value), $0.count) }))
+            }
+            if !a.convAlphas.isEmpty {
+                field("conv alpha:", distribution(a.convAlphas.map { (Format.shortest($0.value), $0.count) }))
+            }
+            if a.alphasRead && a.alphas.isEmpty && a.convAlphas.isEmpty {
+                field("alpha:", "none stored (alpha = rank)")
+            }
             let t = a.training
             var training: [String] = []
             if let v = t.networkModule { training.append("module \(v)") }
             if let v = t.networkDim { training.append("dim \(v)") }
             if let v = t.networkAlpha { training.append("alpha \(Format.shortest(v))") }
-            if let v = t.networkArgs, !v.isEmpty { training.append("args " + v.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")) }
+            if let v = t.networkArgs, !v.isEmpty {
+                training.append(
+                    "args " + v.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))
+            }
             if let v = t.baseModelVersion { training.append("base \(v)") }
             if let v = t.resolution { training.append("resolution \(v)") }
             if let v = t.steps { training.append("steps \(v)") }
@@ -107,12 +129,16 @@ struct FileInspection: Encodable {
             if !training.isEmpty { field("training:", training.joined(separator: ", ")) }
             if !a.issues.isEmpty {
                 field("issues:", "\(a.issues.count)")
-                for i in a.issues.prefix(verbose ? Int.max : 10) { line("    " + displayable("\(i.module): \(i.message)")) }
+                for i in a.issues.prefix(verbose ? Int.max : 10) {
+                    line("    " + displayable("\(i.module): \(i.message)"))
+                }
             }
         }
         field("tensors:", "\(report.tensorCount), \(Format.count(report.parameterCount)) parameters")
-        field("dtypes:", report.dtypes.sorted { $0.key < $1.key }
-            .map { "\($0.key) \($0.value) (\(Format.bytes(bytesByDType[$0.key] ?? 0)))" }.joined(separator: ", "))
+        field(
+            "dtypes:",
+            report.dtypes.sorted { $0.key < $1.key }
+                .map { "\($0.key) \($0.value) (\(Format.bytes(bytesByDType[$0.key] ?? 0)))" }.joined(separator: ", "))
         field("size:", "\(Format.bytes(fileBytes)), header \(Format.bytes(headerBytes))")
 
         if !fullMetadata.isEmpty {
@@ -137,7 +163,8 @@ struct FileInspection: Encodable {
             line("adapter modules (\(modules.count)):")
             let width = min(90, modules.map(\.name.count).max() ?? 0)
             for m in modules {
-                var row = "  " + displayable(m.name).padding(width) + "  " + m.component.rawValue.padding(5)
+                var row =
+                    "  " + displayable(m.name).padding(width) + "  " + m.component.rawValue.padding(5)
                     + "  " + m.kind.rawValue.padding(5) + "  " + m.layer.padding(8)
                 if let r = m.rank { row += "  rank \(r)" }
                 if let a = m.alpha { row += "  alpha \(Format.shortest(a))" }
@@ -147,17 +174,22 @@ struct FileInspection: Encodable {
             }
         }
         if listTensors {
-            line("tensors\(tensors.count == report.tensorCount ? "" : " (\(tensors.count) of \(report.tensorCount) shown)"):")
+            line(
+                "tensors\(tensors.count == report.tensorCount ? "" : " (\(tensors.count) of \(report.tensorCount) shown)"):"
+            )
             let names = tensors.map { displayable($0.name) }
             let width = min(90, names.map(\.count).max() ?? 0)
             var statsByName: [String: TensorStatistics] = [:]
             for s in statistics ?? [] { statsByName[s.name] = s }
             for (t, name) in zip(tensors, names) {
-                var row = "  " + name.padding(width) + "  " + t.dtype.rawValue.padding(5) + "  "
-                    + "[\(t.shape.map(String.init).joined(separator: ", "))]".padding(22) + "  " + Format.bytes(t.byteCount)
+                var row =
+                    "  " + name.padding(width) + "  " + t.dtype.rawValue.padding(5) + "  "
+                    + "[\(t.shape.map(String.init).joined(separator: ", "))]".padding(22) + "  "
+                    + Format.bytes(t.byteCount)
                 if let s = statsByName[t.name] {
                     if let mn = s.min, let mx = s.max, let mean = s.mean, let std = s.std, let am = s.absMean {
-                        row += "  min \(Format.statistic(mn)) max \(Format.statistic(mx)) mean \(Format.statistic(mean))"
+                        row +=
+                            "  min \(Format.statistic(mn)) max \(Format.statistic(mx)) mean \(Format.statistic(mean))"
                             + " std \(Format.statistic(std)) |x| \(Format.statistic(am))"
                     }
                     if s.nanCount > 0 { row += "  nan \(s.nanCount)" }

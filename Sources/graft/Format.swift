@@ -18,7 +18,9 @@ enum Format {
     static func fixed(_ value: Double, decimals: Int) -> String {
         guard value.isFinite else { return nonFinite(value) }
         var s = printf("%.*f", Int32(decimals), value)
-        if s.hasPrefix("-") && s.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "0") || $0 == UInt8(ascii: ".") }) {
+        if s.hasPrefix("-")
+            && s.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "0") || $0 == UInt8(ascii: ".") })
+        {
             s.removeFirst()
         }
         return s

@@ -49,7 +49,9 @@ extension Graft {
                 if options.json {
                     try printEncoded(report.json(fullMetadata: true))
                 } else {
-                    printResult(report.text(listTensors: !noTensors, fullMetadata: metadata, verbose: options.verbose), terminator: "")
+                    printResult(
+                        report.text(listTensors: !noTensors, fullMetadata: metadata, verbose: options.verbose),
+                        terminator: "")
                 }
             }
         }

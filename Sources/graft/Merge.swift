@@ -24,8 +24,10 @@ extension Graft {
         @Argument(help: "The checkpoint (.safetensors or .safetensors.zst).")
         var checkpoint: String
 
-        @Argument(help: ArgumentHelp("Adapters, each optionally with a ratio: LORA[:RATIO] (default 1; negative allowed).",
-                                     valueName: "lora[:ratio]"))
+        @Argument(
+            help: ArgumentHelp(
+                "Adapters, each optionally with a ratio: LORA[:RATIO] (default 1; negative allowed).",
+                valueName: "lora[:ratio]"))
         var adapters: [String]
 
         @OptionGroup var write: WriteOptions
@@ -58,7 +60,8 @@ extension Graft {
                 let arg = AdapterArgument(a)
                 if arg.path.isEmpty { throw ValidationError("'\(a)' names no adapter file.") }
                 if !Float(arg.ratio).isFinite {
-                    throw ValidationError("The ratio of '\(a)' is out of range: it must be a finite number below 3.4e38 in magnitude.")
+                    throw ValidationError(
+                        "The ratio of '\(a)' is out of range: it must be a finite number below 3.4e38 in magnitude.")
                 }
             }
             try InputValidation.standardInputAtMostOnce(
@@ -77,14 +80,18 @@ extension Graft {
                     let arg = AdapterArgument(a)
                     inputs.append(MergeInput(file: try SafeTensorsFile(path: arg.path), ratio: arg.ratio))
                 }
-                let request = MergeRequest(checkpoint: ckpt, adapters: inputs, savePrecision: save,
-                                           precision: precision, allowUnmatched: allowUnmatched,
-                                           outputPath: write.isStandardOutput ? "merged" : write.output,
-                                           graftVersion: Graft.version)
+                let request = MergeRequest(
+                    checkpoint: ckpt, adapters: inputs, savePrecision: save,
+                    precision: precision, allowUnmatched: allowUnmatched,
+                    outputPath: write.isStandardOutput ? "merged" : write.output,
+                    graftVersion: Graft.version)
                 let merge = try MergePlanner.plan(request)
                 if dryRun {
-                    if options.json { try printEncoded(merge.reportJSON(execution: nil, output: nil)) }
-                    else { printResult(merge.describe(verbose: options.verbose)) }
+                    if options.json {
+                        try printEncoded(merge.reportJSON(execution: nil, output: nil))
+                    } else {
+                        printResult(merge.describe(verbose: options.verbose))
+                    }
                     return
                 }
                 if !merge.unmatched.isEmpty && !options.quiet {
@@ -98,13 +105,16 @@ extension Graft {
                 if let threads { executor.threads = threads }
                 executor.encoding = write.encoding(threads: threads)
                 let bar = ProgressBar(label: "merge", enabled: options.showsProgress && !options.json)
-                let report = try write.withOutput(inputs: [checkpoint] + inputs.map(\.file.path), quiet: options.quiet) { out in
+                let report = try write.withOutput(inputs: [checkpoint] + inputs.map(\.file.path), quiet: options.quiet)
+                { out in
                     defer { bar.finish() }
                     return try executor.run(merge.execution, into: out, progress: bar.callback)
                 }
                 if !report.overflows.isEmpty && !options.quiet {
                     let values = report.overflows.reduce(0) { $0 + $1.count }
-                    Terminal.warn("graft: warning: \(values) merged value(s) in \(report.overflows.count) tensor(s) overflowed to ±inf in the output dtype (--strict refuses this):")
+                    Terminal.warn(
+                        "graft: warning: \(values) merged value(s) in \(report.overflows.count) tensor(s) overflowed to ±inf in the output dtype (--strict refuses this):"
+                    )
                     for o in report.overflows.prefix(options.verbose ? Int.max : 5) {
                         Terminal.warn("  " + displayable("\(o.name): \(o.count)"))
                     }

@@ -5,16 +5,20 @@ import SafeTensors
 /// Text and JSON renderings of a merge plan and its result.
 extension MergePlan {
     func describe(verbose: Bool) -> String {
-        var out = "plan: merge \(adapters.count) adapter(s) into \(displayable(checkpointPath)) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
+        var out =
+            "plan: merge \(adapters.count) adapter(s) into \(displayable(checkpointPath)) (\(checkpoint.architecture.displayName), \(execution.tensors.count) tensors)\n"
         for a in adapters {
-            let counts = a.analysis.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
-            out += "  \(displayable(a.path)) x\(Format.shortest(a.ratio)): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
+            let counts = a.analysis.moduleCounts.sorted { $0.key < $1.key }.map { "\($0.key.rawValue) \($0.value)" }
+                .joined(separator: ", ")
+            out +=
+                "  \(displayable(a.path)) x\(Format.shortest(a.ratio)): \(a.analysis.kind.displayName), \(a.analysis.scheme.displayName) names, \(a.analysis.modules.count) modules (\(counts))\n"
             let kinds = Dictionary(grouping: a.merged, by: \.kind).sorted { $0.key < $1.key }
                 .map { "\($0.value.count) \($0.key.rawValue)" }.joined(separator: ", ")
             out += "    merged: \(a.merged.count) modules (\(kinds))\n"
             if verbose {
                 for m in a.merged {
-                    out += "      \(displayable(m.module)) [\(m.kind.rawValue)] -> \(m.targets.map(Self.text).joined(separator: ", "))\n"
+                    out +=
+                        "      \(displayable(m.module)) [\(m.kind.rawValue)] -> \(m.targets.map(Self.text).joined(separator: ", "))\n"
                 }
             }
             let explicit = a.merged.filter { $0.scaleSource == .scaleKey }.count
@@ -23,14 +27,18 @@ extension MergePlan {
             }
             if !a.skipped.isEmpty {
                 out += "    not merged: \(a.skipped.count)\n"
-                for s in a.skipped.prefix(verbose ? Int.max : 20) { out += "      \(displayable(s.module)): \(displayable(s.message))\n" }
+                for s in a.skipped.prefix(verbose ? Int.max : 20) {
+                    out += "      \(displayable(s.module)): \(displayable(s.message))\n"
+                }
             }
             if let first = a.sdScriptsDiffers.first {
-                out += "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(displayable(first.module)): \(first.treatment.rawValue))\n"
+                out +=
+                    "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(displayable(first.module)): \(first.treatment.rawValue))\n"
             }
         }
         let c = counts
-        out += "output: \(execution.tensors.count) tensors: \(c.merged) updated, \(c.converted) converted, \(c.copied) copied; \(Format.bytes(outputBytes))\n"
+        out +=
+            "output: \(execution.tensors.count) tensors: \(c.merged) updated, \(c.converted) converted, \(c.copied) copied; \(Format.bytes(outputBytes))\n"
         return out
     }
 
@@ -54,7 +62,8 @@ extension MergePlan {
         let modules = adapters.reduce(0) { $0 + $1.merged.count }
         let gbs = Double(r.bytesWritten) / max(r.seconds, 1e-9) / 1e9
         let gflops = r.flops / max(r.seconds, 1e-9) / 1e9
-        return "merged \(modules) modules from \(adapters.count) adapter(s) into \(displayable(output)): \(r.tensorsMerged) tensors updated, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(Format.bytes(r.bytesWritten)) in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(Format.fixed(gflops, decimals: 1)) GFLOP/s, \(r.threads) threads)"
+        return
+            "merged \(modules) modules from \(adapters.count) adapter(s) into \(displayable(output)): \(r.tensorsMerged) tensors updated, \(r.tensorsCopied) copied, \(r.tensorsConverted) converted; \(Format.bytes(r.bytesWritten)) in \(Format.fixed(r.seconds, decimals: 1)) s (\(Format.fixed(gbs, decimals: 1)) GB/s, \(Format.fixed(gflops, decimals: 1)) GFLOP/s, \(r.threads) threads)"
     }
 
     func reportJSON(execution r: ExecutionReport?, output: String?) -> MergeReportJSON {
@@ -63,19 +72,28 @@ extension MergePlan {
             schema: 2, command: "merge", dryRun: r == nil,
             checkpoint: .init(path: checkpointPath, architecture: checkpoint.architecture.rawValue),
             adapters: adapters.map { a in
-                .init(path: a.path, ratio: a.ratio, kind: a.analysis.kind.rawValue, scheme: a.analysis.scheme.rawValue,
-                      baseModel: a.analysis.baseModel.family.rawValue, modules: a.analysis.modules.count,
-                      mergedModules: a.merged.count,
-                      merged: a.merged.map { m in
-                          .init(module: m.module, kind: m.kind.rawValue,
-                                targets: m.targets.map { .init(tensor: $0.tensor, rows: $0.rows.map { [$0.lowerBound, $0.upperBound] }) },
-                                scale: m.scale, scaleSource: m.scaleSource.rawValue)
-                      },
-                      notMerged: a.skipped.map { .init(module: $0.module, reason: $0.reason.rawValue, message: $0.message) },
-                      sdScriptsDiffers: a.sdScriptsDiffers.map { .init(module: $0.module, treatment: $0.treatment.rawValue) })
+                .init(
+                    path: a.path, ratio: a.ratio, kind: a.analysis.kind.rawValue, scheme: a.analysis.scheme.rawValue,
+                    baseModel: a.analysis.baseModel.family.rawValue, modules: a.analysis.modules.count,
+                    mergedModules: a.merged.count,
+                    merged: a.merged.map { m in
+                        .init(
+                            module: m.module, kind: m.kind.rawValue,
+                            targets: m.targets.map {
+                                .init(tensor: $0.tensor, rows: $0.rows.map { [$0.lowerBound, $0.upperBound] })
+                            },
+                            scale: m.scale, scaleSource: m.scaleSource.rawValue)
+                    },
+                    notMerged: a.skipped.map {
+                        .init(module: $0.module, reason: $0.reason.rawValue, message: $0.message)
+                    },
+                    sdScriptsDiffers: a.sdScriptsDiffers.map {
+                        .init(module: $0.module, treatment: $0.treatment.rawValue)
+                    })
             },
-            output: .init(path: output, tensors: execution.tensors.count, merged: c.merged, converted: c.converted,
-                          copied: c.copied, bytes: outputBytes),
+            output: .init(
+                path: output, tensors: execution.tensors.count, merged: c.merged, converted: c.converted,
+                copied: c.copied, bytes: outputBytes),
             overflows: r?.overflows.map { .init(tensor: $0.name, count: $0.count) },
             seconds: r?.seconds, flops: r?.flops, threads: r?.threads)
     }

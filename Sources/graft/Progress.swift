@@ -33,7 +33,8 @@ final class ProgressBar: @unchecked Sendable {
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
         let rate = Double(done) / max(t - start, 1e-6) / 1e9
-        let line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(Format.bytes(done))/\(Format.bytes(total)) \(Format.fixed(rate, decimals: 1)) GB/s"
+        let line =
+            "\r\(label) [\(bar)] \(Int(fraction * 100))% \(Format.bytes(done))/\(Format.bytes(total)) \(Format.fixed(rate, decimals: 1)) GB/s"
         writeStderr(line)
     }
 

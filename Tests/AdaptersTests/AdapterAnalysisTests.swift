@@ -41,13 +41,15 @@ struct SDXLLoConTests {
         #expect(analysis.layerCounts[.conv(kernelHeight: 1, kernelWidth: 1)] == 11)
     }
 
-    @Test("per-module parts, rank and layer", arguments: [
-        ("lora_unet_output_blocks_2_2_conv", Component.unet, 8, "conv3x3"),
-        ("lora_unet_input_blocks_7_0_skip_connection", .unet, 16, "conv1x1"),
-        ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q", .unet, 16, "linear"),
-        ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", .te1, 16, "linear"),
-        ("lora_te2_text_model_encoder_layers_31_self_attn_v_proj", .te2, 16, "linear"),
-    ])
+    @Test(
+        "per-module parts, rank and layer",
+        arguments: [
+            ("lora_unet_output_blocks_2_2_conv", Component.unet, 8, "conv3x3"),
+            ("lora_unet_input_blocks_7_0_skip_connection", .unet, 16, "conv1x1"),
+            ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q", .unet, 16, "linear"),
+            ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", .te1, 16, "linear"),
+            ("lora_te2_text_model_encoder_layers_31_self_attn_v_proj", .te2, 16, "linear"),
+        ])
     func module(name: String, component: Component, rank: Int, layer: String) throws {
         let m = try #require(analysis.module(named: name))
         #expect(m.component == component)
@@ -66,7 +68,7 @@ struct SDXLLoConTests {
         #expect(t.networkArgs == ["conv_dim": "8", "conv_alpha": "4.0"])
         #expect(t.baseModelVersion == "sdxl_base_v1-0")
         #expect(t.v2 == false)
-        #expect(t.resolution == "(1024, 1024)")   // ss_resolution, as sd-scripts writes it
+        #expect(t.resolution == "(1024, 1024)")  // ss_resolution, as sd-scripts writes it
         #expect(t.outputName == "L2")
         #expect(t.trainingComment?.hasPrefix("synthetic random LoRA") == true)
         #expect(t.modelspec["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora")
@@ -78,19 +80,33 @@ struct SDXLLoConTests {
 struct AdapterFormatTests {
     static let f = TestData.self
 
-    @Test("file kind from suffix sets", arguments: [
-        (["m.hada_w1_a": [64, 4], "m.hada_w1_b": [4, 32], "m.hada_w2_a": [64, 4], "m.hada_w2_b": [4, 32], "m.alpha": []], AdapterFileKind.loha),
-        (["m.lokr_w1": [4, 8], "m.lokr_w2_a": [16, 4], "m.lokr_w2_b": [4, 4], "m.alpha": []], .lokr),
-        (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "m.dora_scale": [64, 1]], .dora),
-        (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4]], .lora),
-        (["m.diff": [64, 32], "m.diff_b": [64]], .full),
-        (["m.weight": [64], "m.on_input": []], .ia3),
-        (["m.oft_blocks": [4, 16, 16], "m.alpha": []], .oft),
-        (["m.oft_blocks": [2, 4, 16, 16], "m.alpha": []], .boft),
-        (["m.a1.weight": [32, 4], "m.a2.weight": [4, 32], "m.b1.weight": [64, 4], "m.b2.weight": [4, 32]], .glora),
-        (["m.w_norm": [64], "m.b_norm": [64]], .norm),
-        (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "n.lokr_w1": [4, 8], "n.lokr_w2": [16, 4]], .mixed),
-    ] as [([String: [Int]], AdapterFileKind)])
+    @Test(
+        "file kind from suffix sets",
+        arguments: [
+            (
+                [
+                    "m.hada_w1_a": [64, 4], "m.hada_w1_b": [4, 32], "m.hada_w2_a": [64, 4], "m.hada_w2_b": [4, 32],
+                    "m.alpha": [],
+                ], AdapterFileKind.loha
+            ),
+            (["m.lokr_w1": [4, 8], "m.lokr_w2_a": [16, 4], "m.lokr_w2_b": [4, 4], "m.alpha": []], .lokr),
+            (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "m.dora_scale": [64, 1]], .dora),
+            (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4]], .lora),
+            (["m.diff": [64, 32], "m.diff_b": [64]], .full),
+            (["m.weight": [64], "m.on_input": []], .ia3),
+            (["m.oft_blocks": [4, 16, 16], "m.alpha": []], .oft),
+            (["m.oft_blocks": [2, 4, 16, 16], "m.alpha": []], .boft),
+            (
+                ["m.a1.weight": [32, 4], "m.a2.weight": [4, 32], "m.b1.weight": [64, 4], "m.b2.weight": [4, 32]], .glora
+            ),
+            (["m.w_norm": [64], "m.b_norm": [64]], .norm),
+            (
+                [
+                    "m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "n.lokr_w1": [4, 8],
+                    "n.lokr_w2": [16, 4],
+                ], .mixed
+            ),
+        ] as [([String: [Int]], AdapterFileKind)])
     func fileKind(keys: [String: [Int]], kind: AdapterFileKind) {
         let a = AdapterAnalysis(tensors: keys.map { TestData.info($0.key, $0.value) })
         #expect(a.kind == kind)
@@ -107,26 +123,39 @@ struct AdapterFormatTests {
         #expect(m.layer == .conv(kernelHeight: 3, kernelWidth: 3))
         #expect(m.delta?.fits([640, 320, 3, 3]) == true)
         #expect(tucker.kind == .locon)
-        let lokr = AdapterAnalysis(tensors: [TestData.info("k.lokr_w1", [8, 16]), TestData.info("k.lokr_w2", [80, 20])])
-        #expect(lokr.modules[0].rank == nil)   // both factors full: no rank, alpha ignored
+        let lokr = AdapterAnalysis(tensors: [
+            TestData.info("k.lokr_w1", [8, 16]), TestData.info("k.lokr_w2", [80, 20]),
+        ])
+        #expect(lokr.modules[0].rank == nil)  // both factors full: no rank, alpha ignored
         #expect(lokr.modules[0].delta?.fits([640, 320]) == true)
     }
 
-    @Test("naming schemes", arguments: [
-        ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight", NamingScheme.kohyaSDXL, Component.unet),
-        ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", .kohyaSD, .unet),
-        ("lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", .kohyaSD, .te),
-        ("lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", .kohyaDiT, .unet),
-        ("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight", .diffusersPEFT, .unet),
-        ("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight", .diffusersLegacy, .unet),
-        ("text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight", .diffusersLegacy, .te2),
-        ("unet.input_blocks.4.1.transformer_blocks.0.attn1.to_q.lora_down.weight", .oneTrainerOMI, .unet),
-        ("clip_g.text_model.encoder.layers.0.mlp.fc1.lora_down.weight", .oneTrainerOMI, .te2),
-        ("lycoris_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lokr_w1", .simpleTunerLycoris, .unet),
-        ("diffusion_model.input_blocks.4.1.proj_in.lora_down.weight", .comfyUI, .unet),
-        ("transformer.transformer_blocks.0.attn.to_q.lora_A.weight", .diffusersTransformer, .unet),
-        ("base_model.model.down_blocks.1.attentions.0.proj_in.lokr_w1", .peftDump, .unet),
-    ])
+    @Test(
+        "naming schemes",
+        arguments: [
+            (
+                "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight", NamingScheme.kohyaSDXL,
+                Component.unet
+            ),
+            ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", .kohyaSD, .unet),
+            ("lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", .kohyaSD, .te),
+            ("lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", .kohyaDiT, .unet),
+            ("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight", .diffusersPEFT, .unet),
+            (
+                "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight",
+                .diffusersLegacy, .unet
+            ),
+            (
+                "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight",
+                .diffusersLegacy, .te2
+            ),
+            ("unet.input_blocks.4.1.transformer_blocks.0.attn1.to_q.lora_down.weight", .oneTrainerOMI, .unet),
+            ("clip_g.text_model.encoder.layers.0.mlp.fc1.lora_down.weight", .oneTrainerOMI, .te2),
+            ("lycoris_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lokr_w1", .simpleTunerLycoris, .unet),
+            ("diffusion_model.input_blocks.4.1.proj_in.lora_down.weight", .comfyUI, .unet),
+            ("transformer.transformer_blocks.0.attn.to_q.lora_A.weight", .diffusersTransformer, .unet),
+            ("base_model.model.down_blocks.1.attentions.0.proj_in.lokr_w1", .peftDump, .unet),
+        ])
     func scheme(key: String, scheme: NamingScheme, component: Component) throws {
         let a = AdapterAnalysis(tensors: [TestData.info(key, [4, 4])])
         let m = try #require(a.modules.first)
@@ -148,28 +177,35 @@ struct AdapterFormatTests {
     }
 
     @Test func sd1AndSD2FromTextEncoderWidth() {
-        let sd1 = AdapterAnalysis(tensors: TestData.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 768, in: 768, rank: 4))
+        let sd1 = AdapterAnalysis(
+            tensors: TestData.loraModule(
+                "lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 768, in: 768, rank: 4))
         #expect(sd1.baseModel.family == .sd1)
-        let sd2 = AdapterAnalysis(tensors: TestData.loraModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 1024, in: 1024, rank: 4))
+        let sd2 = AdapterAnalysis(
+            tensors: TestData.loraModule(
+                "lora_te_text_model_encoder_layers_0_self_attn_q_proj", out: 1024, in: 1024, rank: 4))
         #expect(sd2.baseModel.family == .sd2)
         let conflict = AdapterAnalysis(
-            tensors: TestData.loraModule("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", out: 320, in: 768, rank: 4),
+            tensors: TestData.loraModule(
+                "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", out: 320, in: 768, rank: 4),
             metadata: ["ss_base_model_version": "sdxl_base_v1-0"])
         #expect(conflict.baseModel.family == .sd1)
         #expect(conflict.baseModel.conflicts == ["ss_base_model_version = sdxl_base_v1-0"])
     }
 
-    @Test("malformed modules are reported, not fatal", arguments: [
-        (["m.lora_up.weight": [64, 4], "m.alpha": []], ModuleIssue.Kind.missingPart),
-        (["m.lora_down.weight": [4, 32]], .missingPart),
-        (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 8]], .rankMismatch),
-        (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "m.alpha": [2]], .badAlpha),
-        (["m.lora_down.weight": [4, 32, 3], "m.lora_up.weight": [64, 4]], .badShape),
-        (["m.alpha": []], .orphan),
-        (["m.hada_w1_a": [64, 4], "m.hada_w1_b": [4, 32], "m.hada_w2_a": [64, 4]], .missingPart),
-        (["m.lokr_w1": [4, 8], "m.lokr_w2_a": [16, 4], "m.lokr_w2_b": [5, 4]], .rankMismatch),
-        (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "m.strange_suffix": [3]], .unknownSuffix),
-    ] as [([String: [Int]], ModuleIssue.Kind)])
+    @Test(
+        "malformed modules are reported, not fatal",
+        arguments: [
+            (["m.lora_up.weight": [64, 4], "m.alpha": []], ModuleIssue.Kind.missingPart),
+            (["m.lora_down.weight": [4, 32]], .missingPart),
+            (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 8]], .rankMismatch),
+            (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "m.alpha": [2]], .badAlpha),
+            (["m.lora_down.weight": [4, 32, 3], "m.lora_up.weight": [64, 4]], .badShape),
+            (["m.alpha": []], .orphan),
+            (["m.hada_w1_a": [64, 4], "m.hada_w1_b": [4, 32], "m.hada_w2_a": [64, 4]], .missingPart),
+            (["m.lokr_w1": [4, 8], "m.lokr_w2_a": [16, 4], "m.lokr_w2_b": [5, 4]], .rankMismatch),
+            (["m.lora_down.weight": [4, 32], "m.lora_up.weight": [64, 4], "m.strange_suffix": [3]], .unknownSuffix),
+        ] as [([String: [Int]], ModuleIssue.Kind)])
     func malformed(keys: [String: [Int]], issue: ModuleIssue.Kind) throws {
         let a = AdapterAnalysis(tensors: keys.map { TestData.info($0.key, $0.value) })
         let m = try #require(a.module(named: "m"))

@@ -10,15 +10,19 @@ func generatedKeyListsMatchSharedModels() {
         if TestData.isCI { Issue.record("missing \(TestData.sharedDir.path)/models/*.json") }
         return
     }
-    for (generated, file) in [(TestData.sdxlCheckpoint, "models/sdxl-checkpoint-keys.json"),
-                              (TestData.sdxlLoCon, "models/sdxl-locon-keys.json")] {
+    for (generated, file) in [
+        (TestData.sdxlCheckpoint, "models/sdxl-checkpoint-keys.json"),
+        (TestData.sdxlLoCon, "models/sdxl-locon-keys.json"),
+    ] {
         let reference = TestData.load(file)
         func entries(_ list: [TensorInfo]) -> [String: String] {
             Dictionary(uniqueKeysWithValues: list.map { ($0.name, "\($0.dtype.rawValue) \($0.shape)") })
         }
         #expect(entries(generated.tensors) == entries(reference.tensors), "\(file)")
-        for key in ["ss_network_dim", "ss_network_alpha", "ss_network_args", "ss_base_model_version", "ss_output_name",
-                    "modelspec.architecture", "modelspec.resolution"] {
+        for key in [
+            "ss_network_dim", "ss_network_alpha", "ss_network_args", "ss_base_model_version", "ss_output_name",
+            "modelspec.architecture", "modelspec.resolution",
+        ] {
             #expect(generated.metadata?[key] == reference.metadata?[key], "\(file): \(key)")
         }
     }
@@ -47,7 +51,7 @@ struct SDXLCheckpointTests {
         #expect(analysis.components.reduce(0) { $0 + $1.tensorCount } == 2514)
         #expect(analysis.parameterCount == analysis.components.reduce(0) { $0 + $1.parameterCount })
         // SDXL base is about 2.6 G UNet parameters.
-        #expect((2_500_000_000 ... 2_700_000_000).contains(unet.parameterCount))
+        #expect((2_500_000_000...2_700_000_000).contains(unet.parameterCount))
     }
 
     @Test func inpaintAndRefinerVariants() {
@@ -59,15 +63,17 @@ struct SDXLCheckpointTests {
         #expect(a.unetInputChannels == 9)
 
         let refiner = [
-            TestData.info("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", [768, 1280]),
+            TestData.info(
+                "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", [768, 1280]),
             TestData.info("conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight", [3840, 1280]),
         ]
         #expect(CheckpointAnalysis(tensors: refiner).architecture == .sdxlRefiner)
     }
 
     @Test func metadataDisagreementIsEvidence() {
-        let a = CheckpointAnalysis(tensors: TestData.sdxlCheckpoint.tensors,
-                                   metadata: ["modelspec.architecture": "stable-diffusion-v1"])
+        let a = CheckpointAnalysis(
+            tensors: TestData.sdxlCheckpoint.tensors,
+            metadata: ["modelspec.architecture": "stable-diffusion-v1"])
         #expect(a.architecture == .sdxlBase)
         #expect(a.evidence.contains { $0.contains("disagrees") })
     }
@@ -86,7 +92,8 @@ struct SyntheticCheckpointTests {
 
     @Test func sd2FromContextWidth() {
         let t = [
-            TestData.info("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", [320, 1024]),
+            TestData.info(
+                "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", [320, 1024]),
             TestData.info("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", [3072, 1024]),
         ]
         let a = CheckpointAnalysis(tensors: t)
@@ -102,20 +109,25 @@ struct SyntheticCheckpointTests {
     }
 
     @Test func fluxAndSD3() {
-        let flux = CheckpointAnalysis(tensors: [TestData.info("double_blocks.0.img_attn.qkv.weight", [9216, 3072]),
-                                                TestData.info("single_blocks.0.linear1.weight", [21504, 3072])])
+        let flux = CheckpointAnalysis(tensors: [
+            TestData.info("double_blocks.0.img_attn.qkv.weight", [9216, 3072]),
+            TestData.info("single_blocks.0.linear1.weight", [21504, 3072]),
+        ])
         #expect(flux.architecture == .flux)
         #expect(flux.modelComponents == [.unet])
-        let sd3 = CheckpointAnalysis(tensors: [TestData.info("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", [4608, 1536]),
-                                               TestData.info("text_encoders.t5xxl.transformer.shared.weight", [32128, 4096])])
+        let sd3 = CheckpointAnalysis(tensors: [
+            TestData.info("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", [4608, 1536]),
+            TestData.info("text_encoders.t5xxl.transformer.shared.weight", [32128, 4096]),
+        ])
         #expect(sd3.architecture == .sd3)
         #expect(sd3.modelComponents == [.unet, .te3])
     }
 
     @Test func emptyAndMetadataOnlyHints() {
         #expect(CheckpointAnalysis(tensors: []).architecture == .unknown)
-        let te = CheckpointAnalysis(tensors: [TestData.info("conditioner.embedders.1.model.ln_final.weight", [1280])],
-                                    metadata: ["modelspec.architecture": "stable-diffusion-xl-v1-base"])
+        let te = CheckpointAnalysis(
+            tensors: [TestData.info("conditioner.embedders.1.model.ln_final.weight", [1280])],
+            metadata: ["modelspec.architecture": "stable-diffusion-xl-v1-base"])
         #expect(te.architecture == .sdxlBase)
     }
 }

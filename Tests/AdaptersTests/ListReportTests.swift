@@ -48,12 +48,15 @@ struct ListReportTests {
 
     @Test func longMetadataIsSummarised() throws {
         let tags = #"{"10_char": {"1girl": 12, "smile": 3}, "5_style": {"outdoors": 2}}"#
-        let md = ["ss_tag_frequency": tags, "ss_datasets": String(repeating: "x", count: 300), "ss_num_train_images": "40",
-                  "ss_epoch": "10", "ss_steps": "400"]
+        let md = [
+            "ss_tag_frequency": tags, "ss_datasets": String(repeating: "x", count: 300), "ss_num_train_images": "40",
+            "ss_epoch": "10", "ss_steps": "400",
+        ]
         let r = ListReport(tensors: TestData.loraModule("lora_unet_x", out: 4, in: 4, rank: 2), metadata: md)
         #expect(r.metadata["ss_tag_frequency"] == nil)
         let s = try #require(r.metadataSummaries["ss_tag_frequency"])
-        #expect(s.byteCount == tags.utf8.count && s.entryCount == 2 && s.nestedEntryCount == 3 && s.jsonKind == "object")
+        #expect(
+            s.byteCount == tags.utf8.count && s.entryCount == 2 && s.nestedEntryCount == 3 && s.jsonKind == "object")
         #expect(r.metadataSummaries["ss_datasets"]?.byteCount == 300)
         #expect(r.adapter?.training.numTrainImages == 40)
         #expect(r.adapter?.training.epoch == 10 && r.adapter?.training.steps == 400)

@@ -27,17 +27,19 @@ enum TestData {
     /// A tensor with a fake data range of the right length.
     static func info(_ name: String, _ shape: [Int], _ dtype: DType = .F16) -> TensorInfo {
         let bytes = UInt64(shape.reduce(1, *) * max(dtype.bitCount / 8, 1))
-        return TensorInfo(name: name, dtype: dtype, shape: shape.map(UInt64.init), dataOffsets: 0 ..< bytes)
+        return TensorInfo(name: name, dtype: dtype, shape: shape.map(UInt64.init), dataOffsets: 0..<bytes)
     }
 
     /// A reference key list from ../shared/models (empty when absent).
     static func load(_ relative: String) -> (tensors: [TensorInfo], metadata: [String: String]?) {
         guard let data = try? Data(contentsOf: url(relative)),
-              let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-              let list = root["tensors"] as? [[String: Any]] else { return ([], nil) }
+            let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+            let list = root["tensors"] as? [[String: Any]]
+        else { return ([], nil) }
         let tensors = list.compactMap { t -> TensorInfo? in
             guard let name = t["name"] as? String, let d = t["dtype"] as? String, let dtype = DType(name: d),
-                  let shape = t["shape"] as? [Int] else { return nil }
+                let shape = t["shape"] as? [Int]
+            else { return nil }
             return info(name, shape, dtype)
         }
         return (tensors, root["metadata"] as? [String: String])
@@ -47,7 +49,8 @@ enum TestData {
 
     /// An SDXL 1.0 base checkpoint (2514 tensors, original SGM naming).
     static let sdxlCheckpoint: (tensors: [TensorInfo], metadata: [String: String]?) = (
-        infos(SDXLArchitecture().checkpointTensors()), nil)
+        infos(SDXLArchitecture().checkpointTensors()), nil
+    )
 
     /// The options of the kohya SDXL LoCon in ../shared/models/sdxl-locon-keys.json.
     static let sdxlLoConOptions = KohyaLoRAOptions(rank: 16, alpha: 8, convRank: 8, convAlpha: 4)
@@ -56,21 +59,28 @@ enum TestData {
     /// conv_alpha 4) on UNet and both text encoders: 1052 modules, 3156 tensors.
     static let sdxlLoCon: (tensors: [TensorInfo], metadata: [String: String]?) = (
         infos(KohyaLoRA.sdxl(checkpoint: SDXLArchitecture().checkpointTensors(), options: sdxlLoConOptions)),
-        KohyaLoRA.metadata(.sdxl, options: sdxlLoConOptions, title: "L2",
-                           comment: "synthetic random LoRA for conformance tests, seed=2, lora_up~N(0,0.015)"))
+        KohyaLoRA.metadata(
+            .sdxl, options: sdxlLoConOptions, title: "L2",
+            comment: "synthetic random LoRA for conformance tests, seed=2, lora_up~N(0,0.015)")
+    )
     static let sdxlMapper = KeyMapper(tensors: sdxlCheckpoint.tensors, metadata: sdxlCheckpoint.metadata)
 
     static var cases: [String: Any] {
         guard let data = try? Data(contentsOf: url("conformance/cases.json")),
-              let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return [:] }
+            let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        else { return [:] }
         return root
     }
 
     /// A kohya LoRA module (down, up, scalar alpha) with the given delta shape.
-    static func loraModule(_ name: String, out: Int, in inDim: Int, rank: Int, kernel: [Int] = [], dtype: DType = .F16) -> [TensorInfo] {
-        [info("\(name).lora_down.weight", [rank, inDim] + kernel, dtype),
-         info("\(name).lora_up.weight", kernel.isEmpty ? [out, rank] : [out, rank, 1, 1], dtype),
-         info("\(name).alpha", [], dtype)]
+    static func loraModule(_ name: String, out: Int, in inDim: Int, rank: Int, kernel: [Int] = [], dtype: DType = .F16)
+        -> [TensorInfo]
+    {
+        [
+            info("\(name).lora_down.weight", [rank, inDim] + kernel, dtype),
+            info("\(name).lora_up.weight", kernel.isEmpty ? [out, rank] : [out, rank, 1, 1], dtype),
+            info("\(name).alpha", [], dtype),
+        ]
     }
 
     /// A synthetic SD1.5 checkpoint in the LDM layout: full UNet block structure,
@@ -99,14 +109,14 @@ enum TestData {
             }
             t.append(info(b + "ff.net.0.proj.weight", [8 * c, c]))
             t.append(info(b + "ff.net.2.weight", [c, 4 * c]))
-            for n in 1 ... 3 { t.append(info(b + "norm\(n).weight", [c])) }
+            for n in 1...3 { t.append(info(b + "norm\(n).weight", [c])) }
         }
         let ch = [320, 640, 1280, 1280]
         t.append(info(u + "input_blocks.0.0.weight", [320, 4, 3, 3]))
         var skips = [320]
         var cin = 320
-        for level in 0 ..< 4 {
-            for j in 0 ..< 2 {
+        for level in 0..<4 {
+            for j in 0..<2 {
                 let n = 1 + 3 * level + j
                 res("input_blocks.\(n).0", cin, ch[level])
                 cin = ch[level]
@@ -121,9 +131,9 @@ enum TestData {
         res("middle_block.0", 1280, 1280)
         attn("middle_block.1", 1280)
         res("middle_block.2", 1280, 1280)
-        for i in 0 ..< 4 {
+        for i in 0..<4 {
             let c = ch[3 - i]
-            for j in 0 ..< 3 {
+            for j in 0..<3 {
                 let n = 3 * i + j
                 res("output_blocks.\(n).0", cin + skips.removeLast(), c)
                 cin = c
@@ -138,8 +148,10 @@ enum TestData {
         t.append(info(u + "out.0.weight", [320]))
         t.append(info(u + "out.2.weight", [4, 320, 3, 3]))
         let te = "cond_stage_model.transformer.text_model.encoder.layers."
-        for n in 0 ..< 12 {
-            for p in ["q_proj", "k_proj", "v_proj", "out_proj"] { t.append(info(te + "\(n).self_attn.\(p).weight", [768, 768])) }
+        for n in 0..<12 {
+            for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                t.append(info(te + "\(n).self_attn.\(p).weight", [768, 768]))
+            }
             t.append(info(te + "\(n).mlp.fc1.weight", [3072, 768]))
             t.append(info(te + "\(n).mlp.fc2.weight", [768, 3072]))
         }

@@ -15,11 +15,14 @@ private func withDirectory<T>(_ body: (URL) throws -> T) throws -> T {
 
 private func fileExists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 private func readBytes(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
-private func entries(_ dir: URL) throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() }
+private func entries(_ dir: URL) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+}
 
 /// A pid that no process has: one above the kernel's pid_max.
 private func deadPID() -> Int32 {
-    let max = (try? String(contentsOfFile: "/proc/sys/kernel/pid_max", encoding: .utf8))
+    let max =
+        (try? String(contentsOfFile: "/proc/sys/kernel/pid_max", encoding: .utf8))
         .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 4_194_304
     return max + 1
 }
@@ -62,7 +65,8 @@ struct AtomicOutputTests {
             let hard = dir.appendingPathComponent("hard.safetensors").path
             try FileManager.default.linkItem(atPath: input, toPath: hard)
             let dotted = dir.path + "/./sub/../in.safetensors"
-            try FileManager.default.createDirectory(at: dir.appendingPathComponent("sub"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: dir.appendingPathComponent("sub"), withIntermediateDirectories: true)
             let candidates: [(output: String, inputs: [String])] = [
                 (input, [input]), (dotted, [input]), (input, [dotted]), (link, [input]), (input, [link]),
                 (hard, [input]), (input, ["-", "/nonexistent/x", link]),
@@ -97,13 +101,17 @@ struct AtomicOutputTests {
             try FileManager.default.createSymbolicLink(atPath: fifoLink, withDestinationPath: fifo)
             let nullLink = dir.appendingPathComponent("null-link").path
             try FileManager.default.createSymbolicLink(atPath: nullLink, withDestinationPath: "/dev/null")
-            for (path, what) in [(dir.path, "a directory"), (fifo, "a FIFO"), (fifoLink, "a symlink to a FIFO"),
-                                 ("/dev/null", "a character device"), (nullLink, "a symlink to a character device")] {
+            for (path, what) in [
+                (dir.path, "a directory"), (fifo, "a FIFO"), (fifoLink, "a symlink to a FIFO"),
+                ("/dev/null", "a character device"), (nullLink, "a symlink to a character device"),
+            ] {
                 for anonymous in modes {
                     let error = #expect(throws: FileIOError.self, "\(path)") {
                         try AtomicOutput(path: path, overwrite: true, anonymousTemporary: anonymous)
                     }
-                    #expect(error?.kind == .refused && error?.refusal == .notRegularFile, "\(path): \(String(describing: error))")
+                    #expect(
+                        error?.kind == .refused && error?.refusal == .notRegularFile,
+                        "\(path): \(String(describing: error))")
                     #expect(error?.path == path)
                     #expect(error?.detail.contains(what) == true, "\(String(describing: error))")
                 }
@@ -176,7 +184,8 @@ struct AtomicOutputTests {
             out.abort()  // after commit: does nothing
             #expect(fileExists(path))
 
-            let appended = try AtomicOutput(path: dir.path + "/appended.bin", overwrite: false, anonymousTemporary: anonymous)
+            let appended = try AtomicOutput(
+                path: dir.path + "/appended.bin", overwrite: false, anonymousTemporary: anonymous)
             try Array("12".utf8).withUnsafeBytes { try appended.append($0) }
             try Array("34".utf8).withUnsafeBytes { try appended.append($0) }
             try appended.commit()
@@ -225,15 +234,16 @@ struct AtomicOutputTests {
             let dead = deadPID()
             let stale = ".out.bin.graft-partial-\(dead)-0"
             let staleReplace = ".out.bin.graft-partial-\(dead)-r3"
-            let live = ".out.bin.graft-partial-\(getpid())-7"        // ours: alive
-            let init1 = ".out.bin.graft-partial-1-0"                  // pid 1: alive
-            let other = ".other.bin.graft-partial-\(dead)-0"         // another output's
-            let unrelated = ".out.bin.graft-partial-\(dead)-0.keep"   // not our pattern
+            let live = ".out.bin.graft-partial-\(getpid())-7"  // ours: alive
+            let init1 = ".out.bin.graft-partial-1-0"  // pid 1: alive
+            let other = ".other.bin.graft-partial-\(dead)-0"  // another output's
+            let unrelated = ".out.bin.graft-partial-\(dead)-0.keep"  // not our pattern
             for name in [stale, staleReplace, live, init1, other, unrelated] {
                 try Data("x".utf8).write(to: dir.appendingPathComponent(name))
             }
-            let out = try AtomicOutput(path: dir.appendingPathComponent("out.bin").path, overwrite: false,
-                                       anonymousTemporary: anonymous)
+            let out = try AtomicOutput(
+                path: dir.appendingPathComponent("out.bin").path, overwrite: false,
+                anonymousTemporary: anonymous)
             #expect(out.removedStalePartials == [stale, staleReplace].sorted())
             out.abort()
             #expect(try entries(dir) == [live, init1, other, unrelated].sorted())
@@ -317,7 +327,7 @@ struct StreamsAndLockTests {
             let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
             try #require(fd >= 0)
             let out = StandardOutput(descriptor: fd, displayName: path)
-            let big = String(repeating: "x", count: 100_000)   // more than one block
+            let big = String(repeating: "x", count: 100_000)  // more than one block
             out.print("a")
             out.write(big)
             out.print("b")
@@ -370,7 +380,9 @@ struct StreamsAndLockTests {
             let empty = dir.appendingPathComponent("e").path
             try Data().write(to: URL(fileURLWithPath: empty))
             #expect(try MappedFile(path: empty).withBytes { $0.count } == 0)
-            let error = #expect(throws: FileIOError.self) { try MappedFile(path: dir.appendingPathComponent("missing").path) }
+            let error = #expect(throws: FileIOError.self) {
+                try MappedFile(path: dir.appendingPathComponent("missing").path)
+            }
             #expect(error?.systemCall == "open" && error?.errnoCode == ENOENT)
         }
     }
@@ -379,7 +391,9 @@ struct StreamsAndLockTests {
 @Suite("FileIO: InputSpool")
 struct InputSpoolTests {
     /// Writes `bytes` into a FIFO from another thread and spools it with `bound`.
-    func spoolFIFO(_ bytes: [UInt8], bound: @escaping (UnsafeRawBufferPointer) throws -> SpoolBound) throws -> MappedFile {
+    func spoolFIFO(_ bytes: [UInt8], bound: @escaping (UnsafeRawBufferPointer) throws -> SpoolBound) throws
+        -> MappedFile
+    {
         try withDirectory { dir in
             let fifo = dir.appendingPathComponent("pipe").path
             #expect(mkfifo(fifo, 0o644) == 0)

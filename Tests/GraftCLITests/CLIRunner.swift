@@ -26,8 +26,10 @@ enum CLI {
 
     @discardableResult
     /// - Parameter stdoutPath: send stdout to this file or device (e.g. /dev/full) instead of a pipe.
-    static func run(_ args: [String], stdin: Data? = nil, cwd: URL? = nil, environment: [String: String] = [:],
-                    stdoutPath: String? = nil) throws -> CLIResult {
+    static func run(
+        _ args: [String], stdin: Data? = nil, cwd: URL? = nil, environment: [String: String] = [:],
+        stdoutPath: String? = nil
+    ) throws -> CLIResult {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = args
@@ -62,10 +64,11 @@ enum CLI {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         p.waitUntilExit()
-        return CLIResult(status: p.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self),
-                         stdoutData: outData)
+        return CLIResult(
+            status: p.terminationStatus,
+            stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self),
+            stdoutData: outData)
     }
 
     /// A fresh temporary directory, removed by the caller with `cleanup`.

@@ -8,12 +8,16 @@ import Testing
 // JSON document against values computed here, key-set changes, --threshold, and
 // --lora explaining a merge made by `graft merge`.
 
-private func writeFloats(_ tensors: [(String, [UInt64], DType, [Float])], metadata: [String: String]? = nil, to url: URL) throws {
+private func writeFloats(
+    _ tensors: [(String, [UInt64], DType, [Float])], metadata: [String: String]? = nil, to url: URL
+) throws {
     func bytes(_ d: DType, _ xs: [Float]) -> [UInt8] {
-        d == .F16 ? xs.flatMap { x in withUnsafeBytes(of: Float16(x).bitPattern.littleEndian) { Array($0) } }
-                  : xs.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Array($0) } }
+        d == .F16
+            ? xs.flatMap { x in withUnsafeBytes(of: Float16(x).bitPattern.littleEndian) { Array($0) } }
+            : xs.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Array($0) } }
     }
-    let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.2, shape: $0.1) }, metadata: metadata, file: url.path)
+    let layout = try FileLayout(
+        tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.2, shape: $0.1) }, metadata: metadata, file: url.path)
     let out = try AtomicOutput(path: url.path, overwrite: true)
     try layout.headerBytes.withUnsafeBytes { try out.write($0, at: 0) }
     for (i, info) in layout.tensors.enumerated() {
@@ -45,8 +49,16 @@ struct DiffCLITests {
         var b = a
         for i in stride(from: 3, to: 1200, by: 5) { b[i] *= 1.25 }
         let fa = dir.appendingPathComponent("a.safetensors"), fb = dir.appendingPathComponent("b.safetensors")
-        try writeFloats([("model.diffusion_model.input_blocks.1.0.w", [40, 30], .F32, a), ("first_stage_model.k", [2], .F32, [1, 2])], to: fa)
-        try writeFloats([("model.diffusion_model.input_blocks.1.0.w", [40, 30], .F32, b), ("first_stage_model.k", [2], .F32, [1, 2])], to: fb)
+        try writeFloats(
+            [
+                ("model.diffusion_model.input_blocks.1.0.w", [40, 30], .F32, a),
+                ("first_stage_model.k", [2], .F32, [1, 2]),
+            ], to: fa)
+        try writeFloats(
+            [
+                ("model.diffusion_model.input_blocks.1.0.w", [40, 30], .F32, b),
+                ("first_stage_model.k", [2], .F32, [1, 2]),
+            ], to: fb)
 
         let same = try CLI.run(["diff", fa.path, fa.path])
         #expect(same.status == 0, "\(same.stderr)")
@@ -85,7 +97,9 @@ struct DiffCLITests {
         // Text mode: summary, group table and the tensor in the top list; exit 1.
         let text = try CLI.run(["diff", fa.path, fb.path, "--top", "3"])
         #expect(text.status == 1)
-        #expect(text.stdout.contains("values: 1 changed") && text.stdout.contains("unet.input_blocks.1") && text.stdout.contains("different"))
+        #expect(
+            text.stdout.contains("values: 1 changed") && text.stdout.contains("unet.input_blocks.1")
+                && text.stdout.contains("different"))
         // --threshold above the largest difference: identical, exit 0.
         #expect(try CLI.run(["diff", fa.path, fb.path, "--threshold", "1"]).status == 0)
         #expect(try CLI.run(["diff", fa.path, fb.path, "--threshold", "1e-9"]).status == 1)
@@ -97,10 +111,12 @@ struct DiffCLITests {
         let dir = try CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let fa = dir.appendingPathComponent("a.safetensors"), fb = dir.appendingPathComponent("b.safetensors")
-        try writeFloats([("old", [1], .F32, [1]), ("s", [4], .F32, [1, 2, 3, 4]), ("d", [2], .F32, [0.5, 1])],
-                        metadata: ["title": "a", "only_a": "1"], to: fa)
-        try writeFloats([("new", [1], .F32, [1]), ("s", [2, 2], .F32, [1, 2, 3, 4]), ("d", [2], .F16, [0.5, 1])],
-                        metadata: ["title": "b"], to: fb)
+        try writeFloats(
+            [("old", [1], .F32, [1]), ("s", [4], .F32, [1, 2, 3, 4]), ("d", [2], .F32, [0.5, 1])],
+            metadata: ["title": "a", "only_a": "1"], to: fa)
+        try writeFloats(
+            [("new", [1], .F32, [1]), ("s", [2, 2], .F32, [1, 2, 3, 4]), ("d", [2], .F16, [0.5, 1])],
+            metadata: ["title": "b"], to: fb)
         let r = try CLI.run(["diff", fa.path, fb.path, "--json"])
         #expect(r.status == 1)
         let doc = try document(r.stdout)
@@ -113,7 +129,9 @@ struct DiffCLITests {
         let md = try #require(doc["metadata"] as? [String: Any])
         #expect(md["only_in_a"] as? [String] == ["only_a"] && md["changed"] as? [String] == ["title"])
         let text = try CLI.run(["diff", fa.path, fb.path])
-        #expect(text.stdout.contains("only in A (1)") && text.stdout.contains("d: F32 -> F16") && text.stdout.contains("s: [4] -> [2, 2]"))
+        #expect(
+            text.stdout.contains("only in A (1)") && text.stdout.contains("d: F32 -> F16")
+                && text.stdout.contains("s: [4] -> [2, 2]"))
     }
 
     @Test("errors exit 2: a missing file, a malformed file, an adapter that is not one")
@@ -137,11 +155,14 @@ struct DiffCLITests {
         let dir = try CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let ckpt = SDXLArchitecture(widthDivisor: 64).checkpointTensors(dtype: .F32)
-        let base = dir.appendingPathComponent("base.safetensors"), lora = dir.appendingPathComponent("style.safetensors")
+        let base = dir.appendingPathComponent("base.safetensors"),
+            lora = dir.appendingPathComponent("style.safetensors")
         try writeSynthetic(tensors: ckpt, metadata: nil, to: base.path, seed: 21)
         let o = KohyaLoRAOptions(rank: 8, alpha: 4)
-        try writeSynthetic(tensors: KohyaLoRA.sdxl(checkpoint: ckpt, options: o), metadata: KohyaLoRA.metadata(.sdxl, options: o, title: "style"),
-                           to: lora.path, seed: 22)
+        try writeSynthetic(
+            tensors: KohyaLoRA.sdxl(checkpoint: ckpt, options: o),
+            metadata: KohyaLoRA.metadata(.sdxl, options: o, title: "style"),
+            to: lora.path, seed: 22)
         let merged = dir.appendingPathComponent("merged.safetensors")
         let m = try CLI.run(["merge", base.path, "\(lora.path):0.6", "-o", merged.path, "-q"])
         #expect(m.status == 0, "\(m.stderr)")
@@ -164,7 +185,9 @@ struct DiffCLITests {
 
         // The text report says so too.
         let text = try CLI.run(["diff", base.path, merged.path, "--lora", "\(lora.path):0.6"])
-        #expect(text.stdout.contains("explained (residual <= 0.05): \(explained.count) tensors"), "\(text.stdout.suffix(600))")
+        #expect(
+            text.stdout.contains("explained (residual <= 0.05): \(explained.count) tensors"),
+            "\(text.stdout.suffix(600))")
         // Ratio 1 instead of 0.6: every target only partially explained (residual 0.4 / 0.6).
         let wrong = try document(try CLI.run(["diff", base.path, merged.path, "--lora", lora.path, "--json"]).stdout)
         let wl = try #require(wrong["lora"] as? [String: Any])
@@ -186,8 +209,9 @@ struct DiffCLITests {
 
 /// Writes F32 tensors with FileLayout and Foundation only (names may hold any character).
 private func writePlain(_ tensors: [(String, [Float])], metadata: [String: String]? = nil, to url: URL) throws {
-    let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: .F32, shape: [UInt64($0.1.count)]) },
-                                metadata: metadata)
+    let layout = try FileLayout(
+        tensors: tensors.map { OutputTensor(name: $0.0, dtype: .F32, shape: [UInt64($0.1.count)]) },
+        metadata: metadata)
     var bytes = layout.headerBytes
     for t in layout.tensors {
         let values = tensors.first { $0.0 == t.name }!.1
@@ -206,13 +230,17 @@ struct DiffHostileCLITests {
         let dir = try CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let fa = dir.appendingPathComponent("a.safetensors"), fb = dir.appendingPathComponent("b.safetensors")
-        try writePlain([(Self.evil, [1, 2, 3]), ("onlyA\u{1B}]0;title\u{07}", [1]), ("w", [1, 2])],
-                       metadata: ["key\u{1B}[2J": "x"], to: fa)
-        try writePlain([(Self.evil, [1, 2, 4]), ("w\ronlyB", [5]), ("w", [1, 2])], metadata: ["key\u{1B}[2J": "y"], to: fb)
+        try writePlain(
+            [(Self.evil, [1, 2, 3]), ("onlyA\u{1B}]0;title\u{07}", [1]), ("w", [1, 2])],
+            metadata: ["key\u{1B}[2J": "x"], to: fa)
+        try writePlain(
+            [(Self.evil, [1, 2, 4]), ("w\ronlyB", [5]), ("w", [1, 2])], metadata: ["key\u{1B}[2J": "y"], to: fb)
         for extra in [[], ["-v"]] {
             let r = try CLI.run(["diff", fa.path, fb.path] + extra)
             #expect(r.status == 1, "\(r.stderr)")
-            #expect(!r.stdout.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, "a control character reached stdout")
+            #expect(
+                !r.stdout.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" },
+                "a control character reached stdout")
             #expect(!r.stdout.unicodeScalars.contains { (0x7F...0x9F).contains($0.value) })
             let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
             #expect(!lines.contains { $0.hasPrefix("fake line") }, "a forged line")
@@ -265,8 +293,11 @@ struct HostileNamesCLITests {
         for r in runs {
             #expect(r.status == 0, "\(r.stderr)")
             for text in [r.stdout, r.stderr] {
-                #expect(!text.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value) },
-                        "a control character reached the terminal: \(text)")
+                #expect(
+                    !text.unicodeScalars.contains {
+                        ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value)
+                    },
+                    "a control character reached the terminal: \(text)")
                 #expect(!text.split(separator: "\n").contains { $0.hasPrefix("fake line") })
             }
         }

@@ -34,7 +34,8 @@ private final class ListFixtures: Sendable {
         for i in 0..<400 { tags.append("\"tag number \(i)\": \(400 - i)") }
         return "{\"10_graftcat\": {" + tags.joined(separator: ", ") + "}, \"5_reg\": {\"cat\": 3}}"
     }()
-    static let datasets = "[{\"is_dreambooth\": true, \"batch_size_per_device\": 2, \"num_train_images\": 40, "
+    static let datasets =
+        "[{\"is_dreambooth\": true, \"batch_size_per_device\": 2, \"num_train_images\": 40, "
         + "\"subsets\": [{\"image_dir\": \"10_graftcat\", \"num_repeats\": 10, \"keep_tokens\": 1}], "
         + "\"bucket_info\": {\"buckets\": {\"0\": {\"resolution\": [1024, 1024], \"count\": 40}}}}]"
 
@@ -56,9 +57,10 @@ private final class ListFixtures: Sendable {
         let arch = SDXLArchitecture(widthDivisor: 64)
         checkpointTensors = arch.checkpointTensors(dtype: .F16)
         checkpoint = dir.appendingPathComponent("sdxl.safetensors").path
-        try writeSynthetic(tensors: checkpointTensors,
-                           metadata: ["modelspec.architecture": "stable-diffusion-xl-v1-base", "modelspec.title": "sdxl"],
-                           to: checkpoint, seed: 1)
+        try writeSynthetic(
+            tensors: checkpointTensors,
+            metadata: ["modelspec.architecture": "stable-diffusion-xl-v1-base", "modelspec.title": "sdxl"],
+            to: checkpoint, seed: 1)
 
         let options = KohyaLoRAOptions(rank: Self.rank, alpha: Self.alpha)
         loraTensors = KohyaLoRA.sdxl(checkpoint: checkpointTensors, options: options)
@@ -136,12 +138,15 @@ private func runGraft(_ args: [String], stdin: Data? = nil, timeout: Double = 20
     }
     p.waitUntilExit()
     group.wait()
-    return Run(status: p.terminationStatus, signalled: p.terminationReason == .uncaughtSignal, timedOut: timedOut,
-               stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    return Run(
+        status: p.terminationStatus, signalled: p.terminationReason == .uncaughtSignal, timedOut: timedOut,
+        stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// Runs and decodes stdout as one JSON object.
-private func listJSON(_ args: [String], stdin: Data? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
+private func listJSON(_ args: [String], stdin: Data? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws
+    -> [String: Any]
+{
     let r = try runGraft(["list"] + args + ["--json"], stdin: stdin)
     try #require(r.status == 0 && !r.signalled, "exit \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
     #expect(r.stderr.isEmpty, "\(r.stderr)", sourceLocation: sourceLocation)
@@ -457,17 +462,23 @@ struct StatsListCLITests {
         func f32(_ v: [Float]) -> [UInt8] { v.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) } }
         var bigBytes = [UInt8](repeating: 0, count: Self.bigCount * 4)
         bigBytes.withUnsafeMutableBytes { p in
-            for i in 0..<Self.bigCount { p.storeBytes(of: Self.big(i).bitPattern.littleEndian, toByteOffset: i * 4, as: UInt32.self) }
+            for i in 0..<Self.bigCount {
+                p.storeBytes(of: Self.big(i).bitPattern.littleEndian, toByteOffset: i * 4, as: UInt32.self)
+            }
         }
         let tensors: [(String, DType, [UInt64], [UInt8])] = [
             ("special", .F32, [2, 5], f32(Self.special)),
             ("big", .F32, [UInt64(Self.bigCount)], bigBytes),
-            ("half", .F16, [5], Self.halves.flatMap { withUnsafeBytes(of: Float16($0).bitPattern.littleEndian, Array.init) }),
+            (
+                "half", .F16, [5],
+                Self.halves.flatMap { withUnsafeBytes(of: Float16($0).bitPattern.littleEndian, Array.init) }
+            ),
             ("brain", .BF16, [3], Self.bf16Bits.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) }),
             ("scalar", .F64, [], withUnsafeBytes(of: Double(-7.5).bitPattern.littleEndian, Array.init)),
             ("empty", .F32, [0, 3], []),
         ]
-        let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }, metadata: nil)
+        let layout = try FileLayout(
+            tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }, metadata: nil)
         var bytes = layout.headerBytes
         for t in layout.tensors { bytes += tensors.first { $0.0 == t.name }!.3 }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
@@ -529,8 +540,9 @@ struct StatsListCLITests {
                 ("tiny", .F64, [], withUnsafeBytes(of: Double(9.9996e-5).bitPattern.littleEndian, Array.init)),
                 ("wide", .F32, [4096], wide.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }),
             ]
-            let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) },
-                                        metadata: nil)
+            let layout = try FileLayout(
+                tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) },
+                metadata: nil)
             var bytes = layout.headerBytes
             for t in layout.tensors { bytes += tensors.first { $0.0 == t.name }!.3 }
             try Data(bytes).write(to: URL(fileURLWithPath: path))
@@ -591,8 +603,9 @@ struct InputListCLITests {
         #expect(null.stderr.hasPrefix("graft: error: <stdin>"))
     }
 
-    @Test("a .zst file and zstd on standard input are decompressed transparently",
-          .enabled(if: zstdCLI != nil || CLI.isCI, "zstd command-line tool not found"))
+    @Test(
+        "a .zst file and zstd on standard input are decompressed transparently",
+        .enabled(if: zstdCLI != nil || CLI.isCI, "zstd command-line tool not found"))
     func zstdInput() throws {
         let plain = try Data(contentsOf: URL(fileURLWithPath: fx.checkpoint))
         let compressed = try zstd(plain)
@@ -638,14 +651,19 @@ private let malformedCases: [(rule: String, bytes: [UInt8], tensor: String?)] = 
     ("size-mismatch", rawFile([entry("a", "F16", [3], 0, 4)], dataCount: 4), "a"),
     ("begin-after-end", rawFile([entry("a", "U8", [0], 3, 1)], dataCount: 0), "a"),
     // A name with an escaped newline and ESC: the message must still be one line.
-    ("control-chars-in-name", rawFile([entry(#"x\n\u001b[2Jy"#, "U8", [1], 0, 1), entry(#"x\n\u001b[2Jy"#, "U8", [1], 1, 2)],
-                                      dataCount: 2), nil),
+    (
+        "control-chars-in-name",
+        rawFile(
+            [entry(#"x\n\u001b[2Jy"#, "U8", [1], 0, 1), entry(#"x\n\u001b[2Jy"#, "U8", [1], 1, 2)],
+            dataCount: 2), nil
+    ),
 ]
 
 @Suite("graft list: malformed files")
 struct MalformedListCLITests {
-    @Test("each malformed file: exit 2, one stderr line naming the file (and tensor), nothing on stdout",
-          arguments: malformedCases.indices)
+    @Test(
+        "each malformed file: exit 2, one stderr line naming the file (and tensor), nothing on stdout",
+        arguments: malformedCases.indices)
     func malformed(index: Int) throws {
         let c = malformedCases[index]
         try withListDirectory { dir in
@@ -690,17 +708,29 @@ struct MalformedListCLITests {
         try withListDirectory { dir in
             let header = Array(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#.utf8)
             let files: [(String, [UInt8], String)] = [
-                ("model.ckpt", [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00] + Array(repeating: 0, count: 18)
-                    + [16, 0, 0, 0] + Array("archive/data.pkl".utf8) + Array(repeating: 0, count: 100),
-                 "not a safetensors file: looks like a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive holding data.pkl); convert it"),
-                ("page.safetensors", Array("<!DOCTYPE html>\n<html><body>Please log in</body></html>".utf8),
-                 "not a safetensors file: looks like an HTML page (a failed download?"),
-                ("lfs.safetensors", Array("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 123\n".utf8),
-                 "not a safetensors file: looks like a git-lfs pointer, not the file it points to of 123 bytes (run `git lfs pull`"),
-                ("error.safetensors", Array(#"{"error":"Repository not found"}"#.utf8),
-                 #"not a safetensors file: looks like a JSON document, not a model (an error response from a model hub?): {"error":"Repository not found"}"#),
-                ("cut.safetensors", rawFile(header, data: Array(repeating: 0, count: 6)),
-                 "file is truncated: 10 bytes missing (incomplete download?)"),
+                (
+                    "model.ckpt",
+                    [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00] + Array(repeating: 0, count: 18)
+                        + [16, 0, 0, 0] + Array("archive/data.pkl".utf8) + Array(repeating: 0, count: 100),
+                    "not a safetensors file: looks like a PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive holding data.pkl); convert it"
+                ),
+                (
+                    "page.safetensors", Array("<!DOCTYPE html>\n<html><body>Please log in</body></html>".utf8),
+                    "not a safetensors file: looks like an HTML page (a failed download?"
+                ),
+                (
+                    "lfs.safetensors",
+                    Array("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 123\n".utf8),
+                    "not a safetensors file: looks like a git-lfs pointer, not the file it points to of 123 bytes (run `git lfs pull`"
+                ),
+                (
+                    "error.safetensors", Array(#"{"error":"Repository not found"}"#.utf8),
+                    #"not a safetensors file: looks like a JSON document, not a model (an error response from a model hub?): {"error":"Repository not found"}"#
+                ),
+                (
+                    "cut.safetensors", rawFile(header, data: Array(repeating: 0, count: 6)),
+                    "file is truncated: 10 bytes missing (incomplete download?)"
+                ),
             ]
             for (name, bytes, message) in files {
                 let path = dir.appendingPathComponent(name).path
@@ -715,7 +745,9 @@ struct MalformedListCLITests {
             try Data("{}".utf8).write(to: folder.appendingPathComponent("model_index.json"))
             let r = try runGraft(["list", folder.path])
             #expect(r.status == 2)
-            #expect(r.stderr.hasPrefix("graft: error: \(folder.path): not a safetensors file: a diffusers folder"), "\(r.stderr)")
+            #expect(
+                r.stderr.hasPrefix("graft: error: \(folder.path): not a safetensors file: a diffusers folder"),
+                "\(r.stderr)")
         }
     }
 
@@ -759,7 +791,8 @@ struct FuzzListCLITests {
             OutputTensor(name: "z", dtype: .U8, shape: [0]),
             OutputTensor(name: "f4", dtype: .F4, shape: [2]),
         ]
-        let layout = try FileLayout(tensors: tensors, metadata: ["ss_network_dim": "2", "ss_tag_frequency": "{\"a\": {\"b\": 1}}"])
+        let layout = try FileLayout(
+            tensors: tensors, metadata: ["ss_network_dim": "2", "ss_tag_frequency": "{\"a\": {\"b\": 1}}"])
         var bytes = layout.headerBytes
         var rng = SplitMix64(seed: 5)
         bytes += (0..<(layout.totalByteCount - bytes.count)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -797,7 +830,9 @@ struct FuzzListCLITests {
         return b
     }
 
-    @Test("300 seeded mutations: exit 0 or 2, never a signal or a hang; errors are one line", arguments: [20_240_601] as [UInt64])
+    @Test(
+        "300 seeded mutations: exit 0 or 2, never a signal or a hang; errors are one line",
+        arguments: [20_240_601] as [UInt64])
     func fuzz(seed: UInt64) throws {
         let base = try Self.seedFile()
         let count = 300
@@ -815,14 +850,18 @@ struct FuzzListCLITests {
                         let args = i % 5 == 0 ? ["list", path, "--stats", "--json"] : ["list", path]
                         let r = try runGraft(args, timeout: 10)
                         let context = "seed \(seed), mutation \(i)"
-                        if r.timedOut { failures.add("\(context): timed out") }
-                        else if r.signalled { failures.add("\(context): killed by signal \(r.status)") }
-                        else if r.status == 0 {
+                        if r.timedOut {
+                            failures.add("\(context): timed out")
+                        } else if r.signalled {
+                            failures.add("\(context): killed by signal \(r.status)")
+                        } else if r.status == 0 {
                             accepted.add(path)
                             if !r.stderr.isEmpty { failures.add("\(context): exit 0 with stderr \(r.stderr)") }
                         } else if r.status == 2 {
                             let jsonDocument = args.contains("--json") && r.stdout.contains("\"error\"")
-                            if r.stderrLines.count != 1 || !r.stderr.hasPrefix("graft: error: ") || !(r.stdout.isEmpty || jsonDocument) {
+                            if r.stderrLines.count != 1 || !r.stderr.hasPrefix("graft: error: ")
+                                || !(r.stdout.isEmpty || jsonDocument)
+                            {
                                 failures.add("\(context): bad error output \(r.stderr.debugDescription)")
                             }
                         } else {

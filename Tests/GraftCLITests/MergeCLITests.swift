@@ -25,8 +25,9 @@ struct MergeInputs {
         try writeSynthetic(tensors: tensors, metadata: ["modelspec.title": "Base"], to: checkpoint, seed: seed)
         let targets = Self.chosenTargets(tensors)
         let options = KohyaLoRAOptions(rank: 4, alpha: 2, convRank: 2, convAlpha: 1)
-        try writeSynthetic(tensors: KohyaLoRA.tensors(for: targets, options: options),
-                           metadata: KohyaLoRA.metadata(.sdxl, options: options, title: "style"), to: lora, seed: seed &+ 1)
+        try writeSynthetic(
+            tensors: KohyaLoRA.tensors(for: targets, options: options),
+            metadata: KohyaLoRA.metadata(.sdxl, options: options, title: "style"), to: lora, seed: seed &+ 1)
     }
 
     /// A linear, a 3x3 conv and the TE2 q/k/v thirds.
@@ -48,9 +49,11 @@ struct MergeInputs {
     func writeAdapter(_ name: String, _ tensors: [(String, [Int])], base: KohyaLoRA.Base = .sdxl) throws -> String {
         let p = path(name)
         let list = tensors.map { n, shape in
-            SyntheticTensor(name: n, dtype: .F16, shape: shape, fill: n.hasSuffix(".alpha") ? .constant(1) : .normal(std: 0.02))
+            SyntheticTensor(
+                name: n, dtype: .F16, shape: shape, fill: n.hasSuffix(".alpha") ? .constant(1) : .normal(std: 0.02))
         }
-        try writeSynthetic(tensors: list, metadata: KohyaLoRA.metadata(base, options: KohyaLoRAOptions(), title: name), to: p, seed: 7)
+        try writeSynthetic(
+            tensors: list, metadata: KohyaLoRA.metadata(base, options: KohyaLoRAOptions(), title: name), to: p, seed: 7)
         return p
     }
 
@@ -207,10 +210,13 @@ struct MergeCLITests {
         let ghost = "lora_unet_output_blocks_5_1_transformer_blocks_7_attn1_to_q"
         let real = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
         let w = MergeInputs.architecture.modelChannels * 2
-        let lora = try fx.writeAdapter("partial.safetensors", [
-            (ghost + ".lora_down.weight", [4, 4 * w]), (ghost + ".lora_up.weight", [4 * w, 4]), (ghost + ".alpha", []),
-            (real + ".lora_down.weight", [4, w]), (real + ".lora_up.weight", [w, 4]), (real + ".alpha", []),
-        ])
+        let lora = try fx.writeAdapter(
+            "partial.safetensors",
+            [
+                (ghost + ".lora_down.weight", [4, 4 * w]), (ghost + ".lora_up.weight", [4 * w, 4]),
+                (ghost + ".alpha", []),
+                (real + ".lora_down.weight", [4, w]), (real + ".lora_up.weight", [w, 4]), (real + ".alpha", []),
+            ])
         let out = fx.path("merged.safetensors")
         let failed = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
         #expect(failed.status == 2)
@@ -235,8 +241,9 @@ struct MergeCLITests {
         let options = KohyaLoRAOptions(rank: 4, alpha: 1)
         let lora = fx.path("sd1.safetensors")
         let modules = KohyaLoRA.sd1Targets(checkpoint: sd1, includeConv: false).prefix(12)
-        try writeSynthetic(tensors: KohyaLoRA.tensors(for: Array(modules), options: options),
-                           metadata: KohyaLoRA.metadata(.sd1, options: options, title: "sd1"), to: lora, seed: 3)
+        try writeSynthetic(
+            tensors: KohyaLoRA.tensors(for: Array(modules), options: options),
+            metadata: KohyaLoRA.metadata(.sd1, options: options, title: "sd1"), to: lora, seed: 3)
         let out = fx.path("merged.safetensors")
         let before = Set(fx.entries())
         let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
@@ -256,9 +263,11 @@ struct MergeCLITests {
         defer { fx.cleanup() }
         let m = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
         let w = MergeInputs.architecture.modelChannels * 2
-        let lora = try fx.writeAdapter("wrong.safetensors", [
-            (m + ".lora_down.weight", [4, w + 3]), (m + ".lora_up.weight", [w, 4]), (m + ".alpha", []),
-        ])
+        let lora = try fx.writeAdapter(
+            "wrong.safetensors",
+            [
+                (m + ".lora_down.weight", [4, w + 3]), (m + ".lora_up.weight", [w, 4]), (m + ".alpha", []),
+            ])
         let out = fx.path("merged.safetensors")
         let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
         #expect(r.status == 2)
@@ -275,8 +284,12 @@ struct MergeCLITests {
         defer { fx.cleanup() }
         let m = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k"
         let w = MergeInputs.architecture.modelChannels * 2
-        let keys: [(String, [Int])] = kind == "loha"
-            ? [(m + ".hada_w1_a", [w, 4]), (m + ".hada_w1_b", [4, w]), (m + ".hada_w2_a", [w, 4]), (m + ".hada_w2_b", [4, w]), (m + ".alpha", [])]
+        let keys: [(String, [Int])] =
+            kind == "loha"
+            ? [
+                (m + ".hada_w1_a", [w, 4]), (m + ".hada_w1_b", [4, w]), (m + ".hada_w2_a", [w, 4]),
+                (m + ".hada_w2_b", [4, w]), (m + ".alpha", []),
+            ]
             : [(m + ".lokr_w1", [2, 2]), (m + ".lokr_w2", [w / 2, w / 2]), (m + ".alpha", [])]
         let lora = try fx.writeAdapter("\(kind).safetensors", keys)
         let out = fx.path("merged.safetensors")
@@ -301,7 +314,9 @@ struct MergeCLITests {
         // A path containing a colon, with and without a ratio.
         let colonPath = fx.path("a:b.safetensors")
         try FileManager.default.copyItem(atPath: fx.lora, toPath: colonPath)
-        for (arg, ratio) in [(colonPath, 1.0), (colonPath + ":0.5", 0.5), (colonPath + ":-2", -2.0), (colonPath + ":1e-1", 0.1)] {
+        for (arg, ratio) in [
+            (colonPath, 1.0), (colonPath + ":0.5", 0.5), (colonPath + ":-2", -2.0), (colonPath + ":1e-1", 0.1),
+        ] {
             let r = try CLI.run(["merge", fx.checkpoint, arg, "-o", out, "--force", "--json"])
             #expect(r.status == 0, "\(arg): \(r.stderr)")
             let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(r.stdout.utf8))
@@ -310,13 +325,15 @@ struct MergeCLITests {
         }
     }
 
-    @Test("usage errors exit 64", arguments: [
-        ["merge", "CKPT", "-o", "OUT"],
-        ["merge", "CKPT", "LORA", "-o", "OUT", "--precision", "fp8"],
-        ["merge", "CKPT", "LORA", "-o", "OUT", "--save-precision", "int8"],
-        ["merge", "CKPT", "LORA", "-o", "OUT", "--threads", "0"],
-        ["merge", "CKPT", "LORA"],
-    ])
+    @Test(
+        "usage errors exit 64",
+        arguments: [
+            ["merge", "CKPT", "-o", "OUT"],
+            ["merge", "CKPT", "LORA", "-o", "OUT", "--precision", "fp8"],
+            ["merge", "CKPT", "LORA", "-o", "OUT", "--save-precision", "int8"],
+            ["merge", "CKPT", "LORA", "-o", "OUT", "--threads", "0"],
+            ["merge", "CKPT", "LORA"],
+        ])
     func usageErrors(args: [String]) throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }
@@ -370,7 +387,9 @@ private func spawnWithDefaultSignals(_ argv: [String], environment: [String: Str
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    for fd in [Int32(0), 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    for fd in [Int32(0), 1, 2] {
+        posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
+    }
     let cArgs = argv.map { strdup($0) } + [nil]
     let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
@@ -383,7 +402,9 @@ private func spawnWithDefaultSignals(_ argv: [String], environment: [String: Str
 /// Starts `graft args` with `GRAFT_TEST_PAUSE_FILE` set, waits until the pause file
 /// appears (the first chunk has been handed to the writer, so the output file exists and
 /// is being written), sends `signal`, and returns the wait status.
-private func runAndInterrupt(_ args: [String], signal sig: Int32, namedTemporary: Bool) throws -> (status: Int32, paused: Bool) {
+private func runAndInterrupt(_ args: [String], signal sig: Int32, namedTemporary: Bool) throws -> (
+    status: Int32, paused: Bool
+) {
     let pauseDir = try CLI.temporaryDirectory()
     defer { try? FileManager.default.removeItem(at: pauseDir) }
     let pauseFile = pauseDir.appendingPathComponent("paused").path
@@ -396,7 +417,7 @@ private func runAndInterrupt(_ args: [String], signal sig: Int32, namedTemporary
     let started = Date()
     while Date().timeIntervalSince(started) < 60 {
         if FileManager.default.fileExists(atPath: pauseFile) { paused = true; break }
-        if waitpid(pid, &status, WNOHANG) == pid { return (status, false) }   // ended without pausing
+        if waitpid(pid, &status, WNOHANG) == pid { return (status, false) }  // ended without pausing
         usleep(2_000)
     }
     kill(pid, sig)
@@ -421,10 +442,16 @@ struct InterruptionTests {
     /// The command line writing into `outDir` (which holds nothing else).
     static func arguments(_ command: String, _ fx: MergeInputs, outDir: URL) -> [String] {
         switch command {
-        case "merge": return ["merge", fx.checkpoint, fx.lora, "-o", outDir.appendingPathComponent("merged.safetensors").path]
+        case "merge":
+            return ["merge", fx.checkpoint, fx.lora, "-o", outDir.appendingPathComponent("merged.safetensors").path]
         case "merge-zst":
-            return ["merge", fx.checkpoint, fx.lora, "-o", outDir.appendingPathComponent("merged.safetensors.zst").path]
-        default: return ["convert", fx.checkpoint, "--dtype", "bf16", "-o", outDir.appendingPathComponent("c.safetensors").path]
+            return [
+                "merge", fx.checkpoint, fx.lora, "-o", outDir.appendingPathComponent("merged.safetensors.zst").path,
+            ]
+        default:
+            return [
+                "convert", fx.checkpoint, "--dtype", "bf16", "-o", outDir.appendingPathComponent("c.safetensors").path,
+            ]
         }
     }
 
@@ -437,8 +464,9 @@ struct InterruptionTests {
         let outDir = fx.dir.appendingPathComponent("out")
         try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
         let before = try [FileFingerprint(fx.checkpoint), FileFingerprint(fx.lora)]
-        let (status, paused) = try runAndInterrupt(Self.arguments(command, fx, outDir: outDir), signal: sig,
-                                                   namedTemporary: namedTemporary)
+        let (status, paused) = try runAndInterrupt(
+            Self.arguments(command, fx, outDir: outDir), signal: sig,
+            namedTemporary: namedTemporary)
         #expect(paused, "the command never reached the pause point (\(describe(status)))")
         #expect(status & 0x7f == sig, "expected death by signal \(sig), got \(describe(status))")
         let left = try FileManager.default.contentsOfDirectory(atPath: outDir.path)
@@ -489,11 +517,15 @@ struct MergeHardeningCLITests {
         let text = try CLI.run(["merge", fx.checkpoint, fx.lora + ":1e9", "-o", out, "--save-precision", "fp16"])
         #expect(text.status == 0, "stderr: \(text.stderr)")
         #expect(text.stderr.contains("overflowed"), "stderr: \(text.stderr)")
-        let json = try CLI.run(["merge", fx.checkpoint, fx.lora + ":1e9", "-o", out, "--force", "--json", "--save-precision", "fp16"])
+        let json = try CLI.run([
+            "merge", fx.checkpoint, fx.lora + ":1e9", "-o", out, "--force", "--json", "--save-precision", "fp16",
+        ])
         let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(json.stdout.utf8))
         #expect((doc.overflows ?? []).count == doc.output.merged && (doc.overflows ?? []).allSatisfy { $0.count > 0 })
         let strictOut = fx.path("strict.safetensors")
-        let strict = try CLI.run(["merge", fx.checkpoint, fx.lora + ":1e9", "-o", strictOut, "--save-precision", "fp16", "--strict"])
+        let strict = try CLI.run([
+            "merge", fx.checkpoint, fx.lora + ":1e9", "-o", strictOut, "--save-precision", "fp16", "--strict",
+        ])
         #expect(strict.status == 2, "stderr: \(strict.stderr)")
         #expect(!fx.entries().contains { $0.contains("strict") }, "\(fx.entries())")
     }
@@ -502,9 +534,12 @@ struct MergeHardeningCLITests {
     func nothingMerged() throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }
-        let lora = try fx.writeAdapter("elsewhere.safetensors", [
-            ("lora_unet_no_such_block.lora_down.weight", [4, 32]), ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
-        ])
+        let lora = try fx.writeAdapter(
+            "elsewhere.safetensors",
+            [
+                ("lora_unet_no_such_block.lora_down.weight", [4, 32]),
+                ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
+            ])
         let out = fx.path("merged.safetensors")
         let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out, "--allow-unmatched"])
         #expect(r.status == 2, "stderr: \(r.stderr)")
@@ -515,9 +550,12 @@ struct MergeHardeningCLITests {
     func jsonErrorDocument() throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }
-        let lora = try fx.writeAdapter("elsewhere.safetensors", [
-            ("lora_unet_no_such_block.lora_down.weight", [4, 32]), ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
-        ])
+        let lora = try fx.writeAdapter(
+            "elsewhere.safetensors",
+            [
+                ("lora_unet_no_such_block.lora_down.weight", [4, 32]),
+                ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
+            ])
         let r = try CLI.run(["merge", fx.checkpoint, lora, "--dry-run", "--json"])
         #expect(r.status == 2)
         struct Doc: Decodable {

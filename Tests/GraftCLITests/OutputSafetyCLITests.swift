@@ -60,9 +60,12 @@ struct OutputSafetyCLITests {
         let merged = fx.path("merged.safetensors")
         let toFile = try CLI.run(["merge", fx.checkpoint, fx.lora + ":0.7", "-o", merged, "--save-precision", "fp16"])
         #expect(toFile.status == 0, "\(toFile.stderr)")
-        let toPipe = try CLI.run(["merge", fx.checkpoint, fx.lora + ":0.7", "-o", "-", "--save-precision", "fp16", "--force"])
+        let toPipe = try CLI.run([
+            "merge", fx.checkpoint, fx.lora + ":0.7", "-o", "-", "--save-precision", "fp16", "--force",
+        ])
         #expect(toPipe.status == 0, "\(toPipe.stderr)")
-        #expect(toPipe.stdoutData == (try Data(contentsOf: URL(fileURLWithPath: merged))), "stdout differs from the file")
+        #expect(
+            toPipe.stdoutData == (try Data(contentsOf: URL(fileURLWithPath: merged))), "stdout differs from the file")
         #expect(toPipe.stderr.contains("merged 5 modules") && toPipe.stderr.contains("<stdout>"), "\(toPipe.stderr)")
 
         let converted = fx.path("c.safetensors")
@@ -73,12 +76,15 @@ struct OutputSafetyCLITests {
             #expect(r.stdoutData == (try Data(contentsOf: URL(fileURLWithPath: converted))), "\(threads) threads")
         }
         // Standard input to standard output.
-        let piped = try CLI.run(["convert", "-", "--dtype", "bf16", "-o", "-"], stdin: try Data(contentsOf: URL(fileURLWithPath: fx.checkpoint)))
+        let piped = try CLI.run(
+            ["convert", "-", "--dtype", "bf16", "-o", "-"],
+            stdin: try Data(contentsOf: URL(fileURLWithPath: fx.checkpoint)))
         let expected = try Data(contentsOf: URL(fileURLWithPath: converted))
         #expect(piped.status == 0, "\(piped.stderr)")
         #expect(piped.stdoutData == expected)
         // Nothing but the inputs and the two file outputs in the directory.
-        #expect(fx.entries().sorted() == ["base.safetensors", "c.safetensors", "merged.safetensors", "style.safetensors"])
+        #expect(
+            fx.entries().sorted() == ["base.safetensors", "c.safetensors", "merged.safetensors", "style.safetensors"])
     }
 
     @Test("-o - with a full stdout fails with exit 2")
@@ -96,10 +102,14 @@ struct OutputSafetyCLITests {
         defer { fx.cleanup() }
         let (controller, terminal) = try openPseudoTerminal()
         defer { close(controller) }
-        for args in [["convert", fx.checkpoint, "--dtype", "fp16", "-o", "-"], ["merge", fx.checkpoint, fx.lora, "-o", "-"]] {
+        for args in [
+            ["convert", fx.checkpoint, "--dtype", "fp16", "-o", "-"], ["merge", fx.checkpoint, fx.lora, "-o", "-"],
+        ] {
             let r = try CLI.run(args, stdoutPath: terminal)
             #expect(r.status == 2, "\(args): \(r.stderr)")
-            #expect(r.stderr == "graft: error: <stdout>: stdout is a terminal; refusing to write binary data\n", "\(r.stderr)")
+            #expect(
+                r.stderr == "graft: error: <stdout>: stdout is a terminal; refusing to write binary data\n",
+                "\(r.stderr)")
         }
         // Nothing reached the terminal.
         var pending: Int32 = 0
@@ -107,11 +117,13 @@ struct OutputSafetyCLITests {
         #expect(pending == 0)
     }
 
-    @Test("-o - combinations that make no sense are usage errors", arguments: [
-        ["convert", "CKPT", "--dtype", "fp16", "-o", "-", "--json"],
-        ["convert", "CKPT", "--dtype", "fp16", "-o", "-", "--zstd-level", "3"],
-        ["merge", "CKPT", "LORA", "-o", "-", "--json"],
-    ])
+    @Test(
+        "-o - combinations that make no sense are usage errors",
+        arguments: [
+            ["convert", "CKPT", "--dtype", "fp16", "-o", "-", "--json"],
+            ["convert", "CKPT", "--dtype", "fp16", "-o", "-", "--zstd-level", "3"],
+            ["merge", "CKPT", "LORA", "-o", "-", "--json"],
+        ])
     func standardOutputUsage(args: [String]) throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }
@@ -152,17 +164,20 @@ struct OutputSafetyCLITests {
         try Data("keep".utf8).write(to: URL(fileURLWithPath: out))
         let r = try CLI.run(["convert", fx.checkpoint, "--dtype", "fp16", "-o", out])
         #expect(r.status == 2)
-        #expect(r.stderr == "graft: error: \(out): the output already exists; use --force to overwrite it\n", "\(r.stderr)")
+        #expect(
+            r.stderr == "graft: error: \(out): the output already exists; use --force to overwrite it\n", "\(r.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data("keep".utf8))
     }
 
-    @Test("standard input named twice is a usage error", arguments: [
-        ["merge", "-", "-", "-o", "OUT"],
-        ["merge", "-", "-", "--dry-run"],
-        ["merge", "CKPT", "-", "--dry-run", "--", "-:0.5"],
-        ["diff", "-", "-"],
-        ["diff", "-", "CKPT", "--lora", "-"],
-    ])
+    @Test(
+        "standard input named twice is a usage error",
+        arguments: [
+            ["merge", "-", "-", "-o", "OUT"],
+            ["merge", "-", "-", "--dry-run"],
+            ["merge", "CKPT", "-", "--dry-run", "--", "-:0.5"],
+            ["diff", "-", "-"],
+            ["diff", "-", "CKPT", "--lora", "-"],
+        ])
     func standardInputTwice(args: [String]) throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }

@@ -43,8 +43,10 @@ enum SaveMode: String, CaseIterable, CustomTestStringConvertible {
     var testDescription: String { "--save-precision \(rawValue)" }
 }
 
-@Suite(.enabled(if: ConformanceData.shouldRun,
-                "../shared/conformance not found: conformance tests skipped (set CI to make this a failure)"))
+@Suite(
+    .enabled(
+        if: ConformanceData.shouldRun,
+        "../shared/conformance not found: conformance tests skipped (set CI to make this a failure)"))
 struct ConformanceTests {
     /// check.py's rule applied to the library's output, for every case of cases.json.
     /// Max ulps seen (printed per case): 0 for both cases on the development machine,
@@ -59,15 +61,17 @@ struct ConformanceTests {
             #expect(c.save_precision ?? "fp16" == "fp16", "case \(c.name)")
             let out = dir.path("\(c.name)-\(mode.rawValue).safetensors")
             try LibraryMerge(savePrecision: mode.dtype)
-                .run(checkpoint: ConformanceData.path(c.ckpt),
-                     adapters: c.loras.map { (ConformanceData.path($0.file), $0.ratio) }, output: out)
+                .run(
+                    checkpoint: ConformanceData.path(c.ckpt),
+                    adapters: c.loras.map { (ConformanceData.path($0.file), $0.ratio) }, output: out)
             let got = try SafeTensorsFile(path: out)
             let expected = try SafeTensorsFile(path: ConformanceData.path(c.expected))
             let input = try SafeTensorsFile(path: ConformanceData.path(c.ckpt))
             let untouched = Set(c.untouched ?? [])
 
-            #expect(Set(got.tensors.map(\.name)) == Set(expected.tensors.map(\.name)),
-                    "case \(c.name): key sets differ")
+            #expect(
+                Set(got.tensors.map(\.name)) == Set(expected.tensors.map(\.name)),
+                "case \(c.name): key sets differ")
             var maxUlps = 0.0, worst = ""
             for e in expected.tensors {
                 guard let g = got.tensor(named: e.name) else {
@@ -86,12 +90,16 @@ struct ConformanceTests {
                 }
                 if gb == eb { continue }
                 let a = agreement(try floats(got, e.name), try floats(expected, e.name), dtype: e.dtype)
-                #expect(a.beyond == 0 && a.nanMismatch == 0,
-                        "case \(c.name) (\(mode.rawValue)): '\(e.name)': \(a.beyond) elements beyond tolerance, \(a.nanMismatch) NaN mismatches; first: \(a.firstBad ?? "-")")
+                #expect(
+                    a.beyond == 0 && a.nanMismatch == 0,
+                    "case \(c.name) (\(mode.rawValue)): '\(e.name)': \(a.beyond) elements beyond tolerance, \(a.nanMismatch) NaN mismatches; first: \(a.firstBad ?? "-")"
+                )
                 if a.maxUlps > maxUlps { maxUlps = a.maxUlps; worst = e.name }
             }
             // Visible in the test log; the rule allows 1 ulp.
-            print("conformance \(c.name) save=\(mode.rawValue): max ulps \(maxUlps) (\(worst.isEmpty ? "all bit-identical" : worst))")
+            print(
+                "conformance \(c.name) save=\(mode.rawValue): max ulps \(maxUlps) (\(worst.isEmpty ? "all bit-identical" : worst))"
+            )
             #expect(maxUlps <= 1, "case \(c.name): max ulps \(maxUlps) at \(worst)")
         }
     }
@@ -105,19 +113,26 @@ struct ConformanceTests {
         for c in try ConformanceData.cases() {
             let out = dir.path("\(c.name).safetensors")
             let (plan, _) = try LibraryMerge()
-                .run(checkpoint: ConformanceData.path(c.ckpt),
-                     adapters: c.loras.map { (ConformanceData.path($0.file), $0.ratio) }, output: out)
+                .run(
+                    checkpoint: ConformanceData.path(c.ckpt),
+                    adapters: c.loras.map { (ConformanceData.path($0.file), $0.ratio) }, output: out)
             let got = try SafeTensorsFile(path: out)
             let untouched = Set(c.untouched ?? [])
             for t in input.tensors where !untouched.contains(t.name) {
-                #expect(tensorBytes(got, t.name) != tensorBytes(input, t.name), "case \(c.name): '\(t.name)' was not merged")
+                #expect(
+                    tensorBytes(got, t.name) != tensorBytes(input, t.name), "case \(c.name): '\(t.name)' was not merged"
+                )
             }
             #expect(plan.unmatched.isEmpty, "case \(c.name): \(plan.unmatched)")
             let mergedModules = plan.adapters.reduce(0) { $0 + $1.merged.count }
             let loraModules = try c.loras.reduce(0) { n, l in
-                try n + SafeTensorsFile(path: ConformanceData.path(l.file)).tensors.filter { $0.name.hasSuffix(".lora_down.weight") }.count
+                try n
+                    + SafeTensorsFile(path: ConformanceData.path(l.file)).tensors.filter {
+                        $0.name.hasSuffix(".lora_down.weight")
+                    }.count
             }
-            #expect(mergedModules == loraModules, "case \(c.name): every module of the mini LoRAs targets a mini tensor")
+            #expect(
+                mergedModules == loraModules, "case \(c.name): every module of the mini LoRAs targets a mini tensor")
         }
     }
 
@@ -134,11 +149,14 @@ struct ConformanceTests {
                     try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
                     let out = sub.appendingPathComponent("merged.safetensors").path
                     try LibraryMerge(threads: threads, chunkElements: chunk)
-                        .run(checkpoint: ConformanceData.path(c.ckpt),
-                             adapters: c.loras.map { (ConformanceData.path($0.file), $0.ratio) }, output: out)
+                        .run(
+                            checkpoint: ConformanceData.path(c.ckpt),
+                            adapters: c.loras.map { (ConformanceData.path($0.file), $0.ratio) }, output: out)
                     let bytes = try fileBytes(out)
                     if let reference {
-                        #expect(bytes == reference, "case \(c.name): threads \(threads), chunk \(chunk) differs from threads 1, chunk 4096")
+                        #expect(
+                            bytes == reference,
+                            "case \(c.name): threads \(threads), chunk \(chunk) differs from threads 1, chunk 4096")
                     } else {
                         reference = bytes
                     }
@@ -155,8 +173,10 @@ struct ConformanceTests {
         for c in try ConformanceData.cases() {
             let adapters = c.loras.map { (ConformanceData.path($0.file), $0.ratio) }
             let a = dir.path("\(c.name)-keep.safetensors"), b = dir.path("\(c.name)-fp16.safetensors")
-            try LibraryMerge(savePrecision: nil).run(checkpoint: ConformanceData.path(c.ckpt), adapters: adapters, output: a)
-            try LibraryMerge(savePrecision: .F16).run(checkpoint: ConformanceData.path(c.ckpt), adapters: adapters, output: b)
+            try LibraryMerge(savePrecision: nil).run(
+                checkpoint: ConformanceData.path(c.ckpt), adapters: adapters, output: a)
+            try LibraryMerge(savePrecision: .F16).run(
+                checkpoint: ConformanceData.path(c.ckpt), adapters: adapters, output: b)
             let fa = try SafeTensorsFile(path: a), fb = try SafeTensorsFile(path: b)
             #expect(fa.tensors == fb.tensors, "case \(c.name): layouts differ")
             for t in fa.tensors {

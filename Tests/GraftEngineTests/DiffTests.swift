@@ -24,16 +24,22 @@ private final class DiffScratch {
 private enum DiffFile {
     enum Values { case f32([Float]), f16([Float]), raw(DType, [UInt8]) }
 
-    static func write(_ tensors: [(String, [UInt64], Values)], metadata: [String: String]? = nil, to path: String) throws {
+    static func write(_ tensors: [(String, [UInt64], Values)], metadata: [String: String]? = nil, to path: String)
+        throws
+    {
         func bytes(_ v: Values) -> (DType, [UInt8]) {
             switch v {
-            case .f32(let xs): return (.F32, xs.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Array($0) } })
-            case .f16(let xs): return (.F16, xs.flatMap { x in withUnsafeBytes(of: Float16(x).bitPattern.littleEndian) { Array($0) } })
+            case .f32(let xs):
+                return (.F32, xs.flatMap { x in withUnsafeBytes(of: x.bitPattern.littleEndian) { Array($0) } })
+            case .f16(let xs):
+                return (.F16, xs.flatMap { x in withUnsafeBytes(of: Float16(x).bitPattern.littleEndian) { Array($0) } })
             case .raw(let d, let b): return (d, b)
             }
         }
         let encoded = tensors.map { ($0.0, $0.1, bytes($0.2)) }
-        let layout = try FileLayout(tensors: encoded.map { OutputTensor(name: $0.0, dtype: $0.2.0, shape: $0.1) }, metadata: metadata, file: path)
+        let layout = try FileLayout(
+            tensors: encoded.map { OutputTensor(name: $0.0, dtype: $0.2.0, shape: $0.1) }, metadata: metadata,
+            file: path)
         let out = try AtomicOutput(path: path, overwrite: true)
         try layout.headerBytes.withUnsafeBytes { try out.write($0, at: 0) }
         for (i, info) in layout.tensors.enumerated() {
@@ -54,21 +60,29 @@ private func series(_ n: Int, seed: UInt64) -> [Float] {
 
 @Suite("DiffTests: DiffRunner")
 struct DiffTests {
-    func diff(_ a: String, _ b: String, threads: Int = 2, chunk: Int = 1 << 20, threshold: Double = 0,
-              filters: [String] = [], adapters: [MergeInput] = []) throws -> DiffReport {
+    func diff(
+        _ a: String, _ b: String, threads: Int = 2, chunk: Int = 1 << 20, threshold: Double = 0,
+        filters: [String] = [], adapters: [MergeInput] = []
+    ) throws -> DiffReport {
         var r = DiffRunner()
         r.threads = threads
         r.chunkElements = chunk
-        return try r.run(DiffRequest(a: try SafeTensorsFile(path: a), b: try SafeTensorsFile(path: b), filters: filters,
-                                     threshold: threshold, adapters: adapters))
+        return try r.run(
+            DiffRequest(
+                a: try SafeTensorsFile(path: a), b: try SafeTensorsFile(path: b), filters: filters,
+                threshold: threshold, adapters: adapters))
     }
 
     @Test("identical files: no difference, every tensor byte-identical, cosine 1")
     func identical() throws {
         let dir = try DiffScratch()
         let w = series(3000, seed: 1)
-        try DiffFile.write([("w", [30, 100], .f32(w)), ("b", [3], .f16([1, 2, 3])), ("n", [2], .raw(.I64, Array(repeating: 7, count: 16)))],
-                           to: dir.path("a.safetensors"))
+        try DiffFile.write(
+            [
+                ("w", [30, 100], .f32(w)), ("b", [3], .f16([1, 2, 3])),
+                ("n", [2], .raw(.I64, Array(repeating: 7, count: 16))),
+            ],
+            to: dir.path("a.safetensors"))
         let r = try diff(dir.path("a.safetensors"), dir.path("a.safetensors"), chunk: 512)
         #expect(r.isIdentical)
         #expect(r.tensors.count == 3)
@@ -78,15 +92,18 @@ struct DiffTests {
         #expect(r.topChanged(10).isEmpty)
     }
 
-    @Test("one changed tensor: max, mean, relative change, cosine and count match a plain reference",
-          arguments: [1, 2])
+    @Test(
+        "one changed tensor: max, mean, relative change, cosine and count match a plain reference",
+        arguments: [1, 2])
     func oneChanged(threads: Int) throws {
         let dir = try DiffScratch()
         let a = series(5000, seed: 2)
         var b = a
         for i in stride(from: 0, to: 5000, by: 7) { b[i] += Float(i % 13) * 0.001 - 0.004 }
-        try DiffFile.write([("w", [50, 100], .f32(a)), ("same", [4], .f32([1, 2, 3, 4]))], to: dir.path("a.safetensors"))
-        try DiffFile.write([("w", [50, 100], .f32(b)), ("same", [4], .f32([1, 2, 3, 4]))], to: dir.path("b.safetensors"))
+        try DiffFile.write(
+            [("w", [50, 100], .f32(a)), ("same", [4], .f32([1, 2, 3, 4]))], to: dir.path("a.safetensors"))
+        try DiffFile.write(
+            [("w", [50, 100], .f32(b)), ("same", [4], .f32([1, 2, 3, 4]))], to: dir.path("b.safetensors"))
         let r = try diff(dir.path("a.safetensors"), dir.path("b.safetensors"), threads: threads, chunk: 1000)
         #expect(!r.isIdentical)
         let t = try #require(r.tensors.first { $0.name == "w" })
@@ -117,17 +134,25 @@ struct DiffTests {
         let r1 = try diff(dir.path("a.safetensors"), dir.path("b.safetensors"), threads: 1, chunk: 3000)
         let r2 = try diff(dir.path("a.safetensors"), dir.path("b.safetensors"), threads: 2, chunk: 3000)
         let x = r1.tensors[0], y = r2.tensors[0]
-        #expect(x.maxAbsDiff == y.maxAbsDiff && x.normDiff == y.normDiff && x.cosine == y.cosine && x.meanAbsDiff == y.meanAbsDiff)
+        #expect(
+            x.maxAbsDiff == y.maxAbsDiff && x.normDiff == y.normDiff && x.cosine == y.cosine
+                && x.meanAbsDiff == y.meanAbsDiff)
         #expect(r1.dtypeChanges.map(\.name) == ["w"])
     }
 
     @Test("key sets: only in A, only in B, dtype and shape changes; NaN/Inf counted per side")
     func keySets() throws {
         let dir = try DiffScratch()
-        try DiffFile.write([("gone", [1], .f32([1])), ("shape", [2, 2], .f32([1, 2, 3, 4])), ("dt", [2], .f32([1, 0.5])),
-                            ("nan", [3], .f32([.nan, 1, .infinity]))], to: dir.path("a.safetensors"))
-        try DiffFile.write([("new", [1], .f32([1])), ("shape", [4], .f32([1, 2, 3, 4])), ("dt", [2], .f16([1, 0.5])),
-                            ("nan", [3], .f32([.nan, .nan, 2]))], to: dir.path("b.safetensors"))
+        try DiffFile.write(
+            [
+                ("gone", [1], .f32([1])), ("shape", [2, 2], .f32([1, 2, 3, 4])), ("dt", [2], .f32([1, 0.5])),
+                ("nan", [3], .f32([.nan, 1, .infinity])),
+            ], to: dir.path("a.safetensors"))
+        try DiffFile.write(
+            [
+                ("new", [1], .f32([1])), ("shape", [4], .f32([1, 2, 3, 4])), ("dt", [2], .f16([1, 0.5])),
+                ("nan", [3], .f32([.nan, .nan, 2])),
+            ], to: dir.path("b.safetensors"))
         let r = try diff(dir.path("a.safetensors"), dir.path("b.safetensors"))
         #expect(r.onlyInA.map(\.name) == ["gone"])
         #expect(r.onlyInB.map(\.name) == ["new"])
@@ -145,7 +170,8 @@ struct DiffTests {
     func threshold() throws {
         let dir = try DiffScratch()
         try DiffFile.write([("small", [2], .f32([1, 2])), ("big", [2], .f32([1, 2]))], to: dir.path("a.safetensors"))
-        try DiffFile.write([("small", [2], .f32([1.0001, 2])), ("big", [2], .f32([1.5, 2]))], to: dir.path("b.safetensors"))
+        try DiffFile.write(
+            [("small", [2], .f32([1.0001, 2])), ("big", [2], .f32([1.5, 2]))], to: dir.path("b.safetensors"))
         let r = try diff(dir.path("a.safetensors"), dir.path("b.safetensors"), threshold: 0.01)
         #expect(r.tensors.filter(\.changed).map(\.name) == ["big"])
         let r2 = try diff(dir.path("a.safetensors"), dir.path("b.safetensors"), threshold: 1)
@@ -156,40 +182,56 @@ struct DiffTests {
 
     @Test("block grouping: SDXL and SD1 blocks, VAE, text encoders, unknown layouts")
     func grouping() {
-        let names = ["model.diffusion_model.input_blocks.4.1.proj_in.weight", "model.diffusion_model.middle_block.1.norm.weight",
-                     "model.diffusion_model.output_blocks.10.0.skip_connection.weight", "model.diffusion_model.out.2.weight",
-                     "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
-                     "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight",
-                     "first_stage_model.decoder.conv_in.weight", "model_ema.decay"]
+        let names = [
+            "model.diffusion_model.input_blocks.4.1.proj_in.weight", "model.diffusion_model.middle_block.1.norm.weight",
+            "model.diffusion_model.output_blocks.10.0.skip_connection.weight", "model.diffusion_model.out.2.weight",
+            "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
+            "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight",
+            "first_stage_model.decoder.conv_in.weight", "model_ema.decay",
+        ]
         let g = BlockGrouping(tensors: names.map { TensorInfo(name: $0, dtype: .F16, shape: [1], dataOffsets: 0..<2) })
-        #expect(names.map(g.group(of:)) == ["unet.input_blocks.4", "unet.middle_block", "unet.output_blocks.10", "unet.out",
-                                            "te1", "te2", "vae", "model_ema"])
-        let sd1 = BlockGrouping(tensors: [TensorInfo(name: "cond_stage_model.transformer.x.weight", dtype: .F16, shape: [1], dataOffsets: 0..<2)])
+        #expect(
+            names.map(g.group(of:)) == [
+                "unet.input_blocks.4", "unet.middle_block", "unet.output_blocks.10", "unet.out",
+                "te1", "te2", "vae", "model_ema",
+            ])
+        let sd1 = BlockGrouping(tensors: [
+            TensorInfo(name: "cond_stage_model.transformer.x.weight", dtype: .F16, shape: [1], dataOffsets: 0..<2)
+        ])
         #expect(sd1.group(of: "cond_stage_model.transformer.x.weight") == "te")
-        let unknown = BlockGrouping(tensors: [TensorInfo(name: "encoder.layers.3.w", dtype: .F16, shape: [1], dataOffsets: 0..<2)])
+        let unknown = BlockGrouping(tensors: [
+            TensorInfo(name: "encoder.layers.3.w", dtype: .F16, shape: [1], dataOffsets: 0..<2)
+        ])
         #expect(unknown.group(of: "encoder.layers.3.w") == "encoder.layers")
         #expect(unknown.group(of: "scale") == "scale")
     }
 
-    @Test("--lora explains an fp32 merge made by the engine (residual ~ 0); a changed tensor without a module is unexplained")
+    @Test(
+        "--lora explains an fp32 merge made by the engine (residual ~ 0); a changed tensor without a module is unexplained"
+    )
     func loraExplainsMerge() throws {
         let dir = try DiffScratch()
         let arch = SDXLArchitecture(widthDivisor: 64)
         let ckptTensors = arch.checkpointTensors(dtype: .F32)
         try writeSynthetic(tensors: ckptTensors, metadata: nil, to: dir.path("base.safetensors"), seed: 11)
         let options = KohyaLoRAOptions(rank: 4, alpha: 2, dtype: .F16)
-        try writeSynthetic(tensors: KohyaLoRA.sdxl(checkpoint: ckptTensors, options: options),
-                           metadata: KohyaLoRA.metadata(.sdxl, options: options, title: "t"), to: dir.path("lora.safetensors"), seed: 12)
+        try writeSynthetic(
+            tensors: KohyaLoRA.sdxl(checkpoint: ckptTensors, options: options),
+            metadata: KohyaLoRA.metadata(.sdxl, options: options, title: "t"), to: dir.path("lora.safetensors"),
+            seed: 12)
         let base = try SafeTensorsFile(path: dir.path("base.safetensors"))
         let lora = try SafeTensorsFile(path: dir.path("lora.safetensors"))
-        let merge = try MergePlanner.plan(MergeRequest(checkpoint: base, adapters: [MergeInput(file: lora, ratio: 0.75)], savePrecision: nil,
-                                                       precision: .fp32, allowUnmatched: false, outputPath: "m", graftVersion: "test"))
+        let merge = try MergePlanner.plan(
+            MergeRequest(
+                checkpoint: base, adapters: [MergeInput(file: lora, ratio: 0.75)], savePrecision: nil,
+                precision: .fp32, allowUnmatched: false, outputPath: "m", graftVersion: "test"))
         let out = try AtomicOutput(path: dir.path("merged.safetensors"), overwrite: true)
         _ = try Executor().run(merge.execution, into: out)
         try out.commit()
 
-        let r = try diff(dir.path("base.safetensors"), dir.path("merged.safetensors"), chunk: 4096,
-                         adapters: [MergeInput(file: lora, ratio: 0.75)])
+        let r = try diff(
+            dir.path("base.safetensors"), dir.path("merged.safetensors"), chunk: 4096,
+            adapters: [MergeInput(file: lora, ratio: 0.75)])
         let l = try #require(r.lora)
         #expect(l.unexplained.isEmpty)
         #expect(l.partiallyExplained.isEmpty)
@@ -200,23 +242,28 @@ struct DiffTests {
         #expect(worst < 1e-5)
 
         // Wrong ratio: every tensor only partially explained, residual |0.75 - 1| / 0.75.
-        let wrong = try diff(dir.path("base.safetensors"), dir.path("merged.safetensors"), adapters: [MergeInput(file: lora, ratio: 1)])
+        let wrong = try diff(
+            dir.path("base.safetensors"), dir.path("merged.safetensors"), adapters: [MergeInput(file: lora, ratio: 1)])
         let res = try #require(wrong.tensors.first { $0.lora != nil }?.lora?.residual)
         #expect(abs(res - 1.0 / 3.0) < 1e-4)
         #expect(wrong.lora?.explained.isEmpty == true)
 
         // An adapter with the UNet modules only: the text-encoder changes are unexplained.
         let unetOnly = KohyaLoRAOptions(rank: 4, alpha: 2, includeTextEncoders: false, dtype: .F16)
-        try writeSynthetic(tensors: KohyaLoRA.sdxl(checkpoint: ckptTensors, options: unetOnly),
-                           metadata: KohyaLoRA.metadata(.sdxl, options: unetOnly, title: "u"), to: dir.path("unet.safetensors"), seed: 12)
-        let partial = try diff(dir.path("base.safetensors"), dir.path("merged.safetensors"),
-                               adapters: [MergeInput(file: try SafeTensorsFile(path: dir.path("unet.safetensors")), ratio: 0.75)])
+        try writeSynthetic(
+            tensors: KohyaLoRA.sdxl(checkpoint: ckptTensors, options: unetOnly),
+            metadata: KohyaLoRA.metadata(.sdxl, options: unetOnly, title: "u"), to: dir.path("unet.safetensors"),
+            seed: 12)
+        let partial = try diff(
+            dir.path("base.safetensors"), dir.path("merged.safetensors"),
+            adapters: [MergeInput(file: try SafeTensorsFile(path: dir.path("unet.safetensors")), ratio: 0.75)])
         let changedTE = r.tensors.filter { $0.changed && !$0.name.hasPrefix("model.diffusion_model.") }.map(\.name)
         #expect(!changedTE.isEmpty)
         #expect(partial.lora?.unexplained == changedTE)
 
         // Diffing the base against itself with the LoRA: every target is "unchanged" (a missed module).
-        let missed = try diff(dir.path("base.safetensors"), dir.path("base.safetensors"), adapters: [MergeInput(file: lora, ratio: 1)])
+        let missed = try diff(
+            dir.path("base.safetensors"), dir.path("base.safetensors"), adapters: [MergeInput(file: lora, ratio: 1)])
         #expect(missed.lora?.unchanged.count == l.explained.count)
         #expect(missed.isIdentical)
     }

@@ -37,8 +37,10 @@ extension SyntheticTensor {
 }
 
 /// Fails with the first differences between two entry lists (compared sorted by name).
-func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKeys.Entry],
-                       sourceLocation: SourceLocation = #_sourceLocation) {
+func expectSameEntries(
+    _ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKeys.Entry],
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     let a = actual.sorted { $0.name < $1.name }, e = expected.sorted { $0.name < $1.name }
     #expect(a.count == e.count, "tensor count", sourceLocation: sourceLocation)
     let aNames = Set(a.map(\.name)), eNames = Set(e.map(\.name))
@@ -54,8 +56,10 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
 @Suite struct FixturesTests {
     // MARK: Reference layouts
 
-    @Test(.enabled(if: ReferenceKeys.shouldRun("sdxl-checkpoint-keys.json"),
-                   "../shared/models/sdxl-checkpoint-keys.json not found (set CI to make this a failure)"))
+    @Test(
+        .enabled(
+            if: ReferenceKeys.shouldRun("sdxl-checkpoint-keys.json"),
+            "../shared/models/sdxl-checkpoint-keys.json not found (set CI to make this a failure)"))
     func fullSizeSDXLMatchesRealCheckpoint() throws {
         let reference = try ReferenceKeys.load("sdxl-checkpoint-keys.json")
         let generated = SDXLArchitecture().checkpointTensors(dtype: .F16)
@@ -63,8 +67,10 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         expectSameEntries(generated.map(\.entry), reference.tensors)
     }
 
-    @Test(.enabled(if: ReferenceKeys.shouldRun("sdxl-locon-keys.json"),
-                   "../shared/models/sdxl-locon-keys.json not found (set CI to make this a failure)"))
+    @Test(
+        .enabled(
+            if: ReferenceKeys.shouldRun("sdxl-locon-keys.json"),
+            "../shared/models/sdxl-locon-keys.json not found (set CI to make this a failure)"))
     func fullSizeLoConMatchesKohyaFile() throws {
         let reference = try ReferenceKeys.load("sdxl-locon-keys.json")
         let options = KohyaLoRAOptions(rank: 16, alpha: 8, convRank: 8, convAlpha: 4)
@@ -75,11 +81,13 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         // The training keys graft reads agree with sd-scripts' spelling.
         let ours = KohyaLoRA.metadata(.sdxl, options: options, title: "L2")
         let theirs = try #require(reference.metadata)
-        for key in ["ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_network_args",
-                    "ss_base_model_version", "ss_v2", "modelspec.architecture", "modelspec.implementation",
-                    "modelspec.resolution", "modelspec.sai_model_spec", "modelspec.prediction_type",
-                    "modelspec.title", "ss_output_name", "ss_network_train_unet_only",
-                    "ss_network_train_text_encoder_only"] {
+        for key in [
+            "ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_network_args",
+            "ss_base_model_version", "ss_v2", "modelspec.architecture", "modelspec.implementation",
+            "modelspec.resolution", "modelspec.sai_model_spec", "modelspec.prediction_type",
+            "modelspec.title", "ss_output_name", "ss_network_train_unet_only",
+            "ss_network_train_text_encoder_only",
+        ] {
             #expect(ours[key] == theirs[key], "metadata \(key)")
         }
     }
@@ -128,7 +136,8 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         #expect(arch.contextWidth == w1 + w2)
         #expect(shape["conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"] == [3 * w2, w2])
         #expect(shape["conditioner.embedders.1.model.positional_embedding"] == [77, w2])
-        #expect(shape["conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight"] == [77, w1])
+        #expect(
+            shape["conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight"] == [77, w1])
         #expect(shape["model.diffusion_model.label_emb.0.0.weight"] == [4 * arch.modelChannels, arch.labelInputWidth])
         for t in small where t.name.hasPrefix("model.diffusion_model.") {
             let c = t.shape.first ?? 0
@@ -155,9 +164,15 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         let c = arch.modelChannels
         #expect(shapes["model.diffusion_model.input_blocks.1.1.proj_in.weight"] == [c, c, 1, 1])
         #expect(shapes["model.diffusion_model.output_blocks.11.1.proj_out.weight"] == [c, c, 1, 1])
-        #expect(shapes["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] == [c, arch.teWidth])
+        #expect(
+            shapes["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] == [
+                c, arch.teWidth,
+            ])
         #expect(shapes["model.diffusion_model.output_blocks.2.1.conv.weight"] == [4 * c, 4 * c, 3, 3])
-        #expect(shapes["cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc1.weight"] == [4 * arch.teWidth, arch.teWidth])
+        #expect(
+            shapes["cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc1.weight"] == [
+                4 * arch.teWidth, arch.teWidth,
+            ])
 
         let plain = KohyaLoRA.sd1Targets(checkpoint: checkpoint, includeConv: false)
         let conv = KohyaLoRA.sd1Targets(checkpoint: checkpoint, includeConv: true)
@@ -166,20 +181,23 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         #expect(plain.filter { $0.moduleName.hasPrefix("lora_te_") }.count == 72)
         let map = Dictionary(uniqueKeysWithValues: conv.map { ($0.moduleName, $0.targetKey) })
         let examples = [
-            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": "input_blocks.1.1.transformer_blocks.0.attn1.to_q",
+            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q":
+                "input_blocks.1.1.transformer_blocks.0.attn1.to_q",
             "lora_unet_up_blocks_3_attentions_2_proj_out": "output_blocks.11.1.proj_out",
             "lora_unet_down_blocks_1_resnets_0_conv_shortcut": "input_blocks.4.0.skip_connection",
             "lora_unet_up_blocks_0_upsamplers_0_conv": "output_blocks.2.1.conv",
             "lora_unet_up_blocks_2_upsamplers_0_conv": "output_blocks.8.2.conv",
             "lora_unet_down_blocks_2_downsamplers_0_conv": "input_blocks.9.0.op",
             "lora_unet_mid_block_resnets_1_time_emb_proj": "middle_block.2.emb_layers.1",
-            "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj": "middle_block.1.transformer_blocks.0.ff.net.0.proj",
+            "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj":
+                "middle_block.1.transformer_blocks.0.ff.net.0.proj",
             "lora_unet_down_blocks_3_resnets_1_conv2": "input_blocks.11.0.out_layers.3",
         ]
         for (module, path) in examples {
             #expect(map[module] == "model.diffusion_model.\(path).weight", "\(module)")
         }
-        #expect(map["lora_te_text_model_encoder_layers_3_self_attn_out_proj"]
+        #expect(
+            map["lora_te_text_model_encoder_layers_3_self_attn_out_proj"]
                 == "cond_stage_model.transformer.text_model.encoder.layers.3.self_attn.out_proj.weight")
 
         let lora = KohyaLoRA.sd1(checkpoint: checkpoint, options: .init(rank: 4, alpha: 1))
@@ -189,7 +207,8 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         #expect(loraShapes[proj + ".lora_up.weight"] == [c, 4, 1, 1])
         #expect(loraShapes[proj + ".alpha"] == [])
         let meta = KohyaLoRA.metadata(.sd1, options: .init(rank: 4, alpha: 1), title: "t")
-        #expect(meta["ss_base_model_version"] == "sd_v1" && meta["modelspec.architecture"] == "stable-diffusion-v1/lora")
+        #expect(
+            meta["ss_base_model_version"] == "sd_v1" && meta["modelspec.architecture"] == "stable-diffusion-v1/lora")
         #expect(meta["ss_network_alpha"] == "1.0" && meta["ss_network_args"] == nil)
     }
 
@@ -234,8 +253,9 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         let file = try SafeTensorsFile(path: a)
         #expect(file.byteCount == written)
         #expect(file.metadata == ["k": "v"])
-        expectSameEntries(file.tensors.map { .init(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.dims) },
-                          checkpoint.map(\.entry))
+        expectSameEntries(
+            file.tensors.map { .init(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.dims) },
+            checkpoint.map(\.entry))
         let norm = try #require(file.tensor(named: "model.diffusion_model.out.0.weight"))
         let normValues = file.data(of: norm).withMemoryRebound(to: Float16.self) { Array($0) }
         #expect(normValues.allSatisfy { abs(Float($0) - 1) < 0.1 })
@@ -247,8 +267,9 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
 
         let adapter = try SafeTensorsFile(path: l)
         #expect(adapter.metadata == meta)
-        expectSameEntries(adapter.tensors.map { .init(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.dims) },
-                          lora.map(\.entry))
+        expectSameEntries(
+            adapter.tensors.map { .init(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.dims) },
+            lora.map(\.entry))
         let alpha = try #require(adapter.tensor(named: "lora_unet_middle_block_1_proj_in.alpha"))
         #expect(try adapter.scalarValue(of: alpha) == 2)
         let convAlpha = try #require(adapter.tensor(named: "lora_unet_output_blocks_2_2_conv.alpha"))
@@ -261,7 +282,9 @@ func expectSameEntries(_ actual: [ReferenceKeys.Entry], _ expected: [ReferenceKe
         let checkpoint = SDXLArchitecture(widthDivisor: 16).checkpointTensors()
             .filter { $0.name.hasPrefix("conditioner.embedders.1.model.") }
         #expect(checkpoint.contains { $0.elementCount > SyntheticWriter.directElementLimit })
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("graft-fixtures-\(getpid())-\(dtype).safetensors").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "graft-fixtures-\(getpid())-\(dtype).safetensors"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try writeSynthetic(tensors: checkpoint, metadata: nil, to: path, seed: 9, dtype: dtype)
         let file = try SafeTensorsFile(path: path)

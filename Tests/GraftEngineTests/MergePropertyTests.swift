@@ -40,8 +40,10 @@ struct SyntheticSDXL {
     /// (LoCon, a Downsample op too) and all three TE2 q/k/v thirds of one in_proj_weight.
     var mixedModules: [ModuleChoice] {
         [
-            ModuleChoice(target: target("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"), rank: 4, alpha: 2),
-            ModuleChoice(target: target("lora_unet_output_blocks_5_1_transformer_blocks_1_ff_net_0_proj"), rank: 3, alpha: 1),
+            ModuleChoice(
+                target: target("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"), rank: 4, alpha: 2),
+            ModuleChoice(
+                target: target("lora_unet_output_blocks_5_1_transformer_blocks_1_ff_net_0_proj"), rank: 3, alpha: 1),
             ModuleChoice(target: target("lora_te1_text_model_encoder_layers_0_self_attn_out_proj"), rank: 4, alpha: 4),
             ModuleChoice(target: target("lora_unet_input_blocks_7_0_skip_connection"), rank: 4, alpha: 1),
             ModuleChoice(target: target("lora_unet_output_blocks_2_2_conv"), rank: 2, alpha: 1),
@@ -58,8 +60,10 @@ struct SyntheticSDXL {
     }
 
     /// Writes a kohya LoRA with the given modules; values from SplitMix64(seed).
-    static func writeAdapter(_ modules: [ModuleChoice], dtype: DType, seed: UInt64, to path: String,
-                             title: String = "adapter") throws {
+    static func writeAdapter(
+        _ modules: [ModuleChoice], dtype: DType, seed: UInt64, to path: String,
+        title: String = "adapter"
+    ) throws {
         var rng = SplitMix64(seed: seed)
         var specs: [TensorSpec] = []
         for m in modules {
@@ -68,11 +72,15 @@ struct SyntheticSDXL {
             let kernelCount = t.kernel.reduce(1, *)
             let down = (0..<(m.rank * t.inFeatures * kernelCount)).map { _ in rng.nextNormal() * 0.05 }
             let up = (0..<(t.outFeatures * m.rank)).map { _ in rng.nextNormal() * 0.015 }
-            specs.append(TensorSpec(t.moduleName + ".lora_down.weight", dtype, [m.rank, t.inFeatures] + t.kernel, down))
-            specs.append(TensorSpec(t.moduleName + ".lora_up.weight", dtype, [t.outFeatures, m.rank] + (conv ? [1, 1] : []), up))
+            specs.append(
+                TensorSpec(t.moduleName + ".lora_down.weight", dtype, [m.rank, t.inFeatures] + t.kernel, down))
+            specs.append(
+                TensorSpec(
+                    t.moduleName + ".lora_up.weight", dtype, [t.outFeatures, m.rank] + (conv ? [1, 1] : []), up))
             if let a = m.alpha { specs.append(TensorSpec(t.moduleName + ".alpha", dtype, [], [a])) }
         }
-        var metadata = KohyaLoRA.metadata(.sdxl, options: KohyaLoRAOptions(rank: 4, alpha: 1, convRank: 2), title: title)
+        var metadata = KohyaLoRA.metadata(
+            .sdxl, options: KohyaLoRAOptions(rank: 4, alpha: 1, convRank: 2), title: title)
         metadata["ss_network_dim"] = "4"
         try writeTensors(specs, metadata: metadata, to: path)
     }
@@ -87,8 +95,10 @@ struct SyntheticSDXL {
 enum Oracle {
     struct Adapter { let file: SafeTensorsFile; let ratio: Double }
 
-    static func merge(checkpoint: SafeTensorsFile, adapters: [Adapter], targets: [LoRATarget],
-                      fma: Bool = false, rounding: DType? = nil, roundRatio: Bool = false) throws -> [String: [Float]] {
+    static func merge(
+        checkpoint: SafeTensorsFile, adapters: [Adapter], targets: [LoRATarget],
+        fma: Bool = false, rounding: DType? = nil, roundRatio: Bool = false
+    ) throws -> [String: [Float]] {
         var result: [String: [Float]] = [:]
         func rnd(_ x: Float) -> Float { rounding.map { Encode.rounded(x, to: $0) } ?? x }
         for a in adapters {
@@ -131,7 +141,9 @@ extension Oracle {
     /// Per element of each target: |ratio * scale| * sum_k |U[i,k] D[k,j]|, the size of the
     /// terms a delta is made of (rounding errors of the operands scale with it, not with
     /// the possibly cancelled sum).
-    static func termMagnitude(checkpoint: SafeTensorsFile, adapters: [Adapter], targets: [LoRATarget]) throws -> [String: [Float]] {
+    static func termMagnitude(checkpoint: SafeTensorsFile, adapters: [Adapter], targets: [LoRATarget]) throws
+        -> [String: [Float]]
+    {
         var result: [String: [Float]] = [:]
         for a in adapters {
             for t in targets {
@@ -141,7 +153,9 @@ extension Oracle {
                 let up = try floats(a.file, t.moduleName + ".lora_up.weight")
                 let down = try floats(a.file, t.moduleName + ".lora_down.weight")
                 let rank = Int(downInfo.shape[0])
-                let alpha = a.file.tensor(named: t.moduleName + ".alpha") != nil ? try floats(a.file, t.moduleName + ".alpha")[0] : Float(rank)
+                let alpha =
+                    a.file.tensor(named: t.moduleName + ".alpha") != nil
+                    ? try floats(a.file, t.moduleName + ".alpha")[0] : Float(rank)
                 let factor = abs(Float(a.ratio) * alpha / Float(rank))
                 let rowCount = Int(info.shape[0]), columns = info.elementCount / rowCount
                 for (ui, i) in (t.rows ?? 0..<rowCount).enumerated() {
@@ -177,14 +191,18 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
 
     /// Every merged tensor within one output-dtype ulp of the non-FMA oracle, and bit-equal
     /// to the FMA-chain oracle; all other tensors untouched (or just converted).
-    @Test("merge matches the plain-loop oracle for every module kind, dtype and save precision",
-          arguments: inputTypes, SaveChoice.allCases)
+    @Test(
+        "merge matches the plain-loop oracle for every module kind, dtype and save precision",
+        arguments: inputTypes, SaveChoice.allCases)
     func matchesOracle(input: DType, save: SaveChoice) throws {
         // One seed and ratio per combination (12 combinations cover every seed and ratio
         // several times), to keep the suite fast in debug builds.
-        let i = (Self.inputTypes.firstIndex(of: input) ?? 0) * SaveChoice.allCases.count + (SaveChoice.allCases.firstIndex(of: save) ?? 0)
+        let i =
+            (Self.inputTypes.firstIndex(of: input) ?? 0) * SaveChoice.allCases.count
+            + (SaveChoice.allCases.firstIndex(of: save) ?? 0)
         let ratios = [1.0, -0.7, 0.3, 2.5]
-        try checkAgainstOracle(input: input, save: save, seed: Self.seeds[i % Self.seeds.count], ratio: ratios[i % ratios.count])
+        try checkAgainstOracle(
+            input: input, save: save, seed: Self.seeds[i % Self.seeds.count], ratio: ratios[i % ratios.count])
     }
 
     func checkAgainstOracle(input: DType, save: SaveChoice, seed: UInt64, ratio: Double) throws {
@@ -196,7 +214,8 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         let modules = model.mixedModules
         try SyntheticSDXL.writeAdapter(modules, dtype: input, seed: seed &+ 1, to: loraPath)
         let out = dir.path("out.safetensors")
-        let (plan, _) = try LibraryMerge(savePrecision: save.dtype).run(checkpoint: ckptPath, adapters: [(loraPath, ratio)], output: out)
+        let (plan, _) = try LibraryMerge(savePrecision: save.dtype).run(
+            checkpoint: ckptPath, adapters: [(loraPath, ratio)], output: out)
         #expect(plan.unmatched.isEmpty, "\(ctx): \(plan.unmatched)")
         #expect(plan.adapters.first?.merged.count == modules.count, "\(ctx)")
 
@@ -204,7 +223,8 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         let got = try SafeTensorsFile(path: out)
         let targets = modules.map(\.target)
         let plain = try Oracle.merge(checkpoint: ckpt, adapters: [.init(file: lora, ratio: ratio)], targets: targets)
-        let fused = try Oracle.merge(checkpoint: ckpt, adapters: [.init(file: lora, ratio: ratio)], targets: targets, fma: true)
+        let fused = try Oracle.merge(
+            checkpoint: ckpt, adapters: [.init(file: lora, ratio: ratio)], targets: targets, fma: true)
         #expect(plain.count == 8, "\(ctx): 10 modules on 8 tensors (q/k/v share one)")
 
         for t in ckpt.tensors {
@@ -217,13 +237,19 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
                 // fp32 outputs: the FMA-vs-separate difference of an r-term sum is within a
                 // few fp32 ulps of the delta, far below 1e-6 for these magnitudes.
                 let a = agreement(values, want, dtype: outType, ulpsAllowed: 1, floor: outType == .F32 ? 1e-7 : 0)
-                #expect(a.beyond == 0 && a.nanMismatch == 0, "\(ctx): '\(t.name)' vs plain oracle: \(a.beyond) beyond, first \(a.firstBad ?? "-")")
+                #expect(
+                    a.beyond == 0 && a.nanMismatch == 0,
+                    "\(ctx): '\(t.name)' vs plain oracle: \(a.beyond) beyond, first \(a.firstBad ?? "-")")
                 let exact = fused[t.name]!.map { Encode.rounded($0, to: outType) }
                 let mismatches = zip(values, exact).filter { $0.bitPattern != $1.bitPattern }.count
                 #expect(mismatches == 0, "\(ctx): '\(t.name)': \(mismatches) elements differ from the FMA-chain oracle")
-                #expect(values != (try floats(ckpt, t.name)).map { Encode.rounded($0, to: outType) }, "\(ctx): '\(t.name)' unchanged")
+                #expect(
+                    values != (try floats(ckpt, t.name)).map { Encode.rounded($0, to: outType) },
+                    "\(ctx): '\(t.name)' unchanged")
             } else if outType == t.dtype {
-                #expect(tensorBytes(got, t.name) == tensorBytes(ckpt, t.name), "\(ctx): untouched '\(t.name)' not byte-identical")
+                #expect(
+                    tensorBytes(got, t.name) == tensorBytes(ckpt, t.name),
+                    "\(ctx): untouched '\(t.name)' not byte-identical")
             } else {
                 let want = try floats(ckpt, t.name).map { Encode.rounded($0, to: outType) }
                 #expect(try floats(got, t.name) == want, "\(ctx): converted '\(t.name)' wrong")
@@ -262,16 +288,36 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         try model.writeCheckpoint(to: ckptPath, seed: 11)
         let target = model.target("lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k")
         let noAlpha = dir.path("no-alpha.safetensors"), rankAlpha = dir.path("rank-alpha.safetensors")
-        try SyntheticSDXL.writeAdapter([ModuleChoice(target: target, rank: 4, alpha: nil)], dtype: .F16, seed: 12, to: noAlpha)
-        try SyntheticSDXL.writeAdapter([ModuleChoice(target: target, rank: 4, alpha: 4)], dtype: .F16, seed: 12, to: rankAlpha)
-        let (planA, _) = try LibraryMerge(savePrecision: .F32).run(checkpoint: ckptPath, adapters: [(noAlpha, 1)], output: dir.path("a-m.safetensors"))
-        let (planB, _) = try LibraryMerge(savePrecision: .F32).run(checkpoint: ckptPath, adapters: [(rankAlpha, 1)], output: dir.path("b-m.safetensors"))
-        #expect(planA.execution.tensors.contains { if case .update(let u) = $0.operation { return (u.updates[0] as? LowRankUpdate)?.scale == 1 } else { return false } })
-        #expect(planB.execution.tensors.contains { if case .update(let u) = $0.operation { return (u.updates[0] as? LowRankUpdate)?.scale == 1 } else { return false } })
-        let a = try SafeTensorsFile(path: dir.path("a-m.safetensors")), b = try SafeTensorsFile(path: dir.path("b-m.safetensors"))
+        try SyntheticSDXL.writeAdapter(
+            [ModuleChoice(target: target, rank: 4, alpha: nil)], dtype: .F16, seed: 12, to: noAlpha)
+        try SyntheticSDXL.writeAdapter(
+            [ModuleChoice(target: target, rank: 4, alpha: 4)], dtype: .F16, seed: 12, to: rankAlpha)
+        let (planA, _) = try LibraryMerge(savePrecision: .F32).run(
+            checkpoint: ckptPath, adapters: [(noAlpha, 1)], output: dir.path("a-m.safetensors"))
+        let (planB, _) = try LibraryMerge(savePrecision: .F32).run(
+            checkpoint: ckptPath, adapters: [(rankAlpha, 1)], output: dir.path("b-m.safetensors"))
+        #expect(
+            planA.execution.tensors.contains {
+                if case .update(let u) = $0.operation {
+                    return (u.updates[0] as? LowRankUpdate)?.scale == 1
+                } else {
+                    return false
+                }
+            })
+        #expect(
+            planB.execution.tensors.contains {
+                if case .update(let u) = $0.operation {
+                    return (u.updates[0] as? LowRankUpdate)?.scale == 1
+                } else {
+                    return false
+                }
+            })
+        let a = try SafeTensorsFile(path: dir.path("a-m.safetensors")),
+            b = try SafeTensorsFile(path: dir.path("b-m.safetensors"))
         #expect(tensorBytes(a, target.targetKey) == tensorBytes(b, target.targetKey))
-        let want = try Oracle.merge(checkpoint: SafeTensorsFile(path: ckptPath),
-                                    adapters: [.init(file: SafeTensorsFile(path: noAlpha), ratio: 1)], targets: [target], fma: true)
+        let want = try Oracle.merge(
+            checkpoint: SafeTensorsFile(path: ckptPath),
+            adapters: [.init(file: SafeTensorsFile(path: noAlpha), ratio: 1)], targets: [target], fma: true)
         #expect(try floats(a, target.targetKey) == want[target.targetKey])
     }
 
@@ -287,7 +333,10 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         let a = dir.path("A.safetensors"), b = dir.path("B.safetensors")
         // B overlaps A on most tensors and adds others.
         let modsA = Array(model.mixedModules.prefix(7))
-        let modsB = Array(model.mixedModules.suffix(6)) + [ModuleChoice(target: model.target("lora_unet_middle_block_1_proj_in"), rank: 2, alpha: 1)]
+        let modsB =
+            Array(model.mixedModules.suffix(6)) + [
+                ModuleChoice(target: model.target("lora_unet_middle_block_1_proj_in"), rank: 2, alpha: 1)
+            ]
         try SyntheticSDXL.writeAdapter(modsA, dtype: .F16, seed: seed &+ 10, to: a, title: "A")
         try SyntheticSDXL.writeAdapter(modsB, dtype: .F16, seed: seed &+ 20, to: b, title: "B")
         let (ra, rb) = (0.8, -1.3)
@@ -306,7 +355,9 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         let touched = Set((modsA + modsB).map(\.target.targetKey))
         var maxUlps = 0.0
         for t in fOne.tensors {
-            #expect(tensorBytes(fTwo32, t.name) == tensorBytes(fOne, t.name), "seed \(seed): '\(t.name)': fp32 intermediate should give identical bits")
+            #expect(
+                tensorBytes(fTwo32, t.name) == tensorBytes(fOne, t.name),
+                "seed \(seed): '\(t.name)': fp32 intermediate should give identical bits")
             guard touched.contains(t.name) else {
                 #expect(tensorBytes(fTwo16, t.name) == tensorBytes(fOne, t.name), "seed \(seed): untouched '\(t.name)'")
                 continue
@@ -318,7 +369,8 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
                 let bound = (ulpFP16(mid[i]) + ulpFP16(x[i]) + ulpFP16(y[i])) / 2
                 maxUlps = max(maxUlps, d / max(ulpFP16(mid[i]), ulpFP16(x[i]), ulpFP16(y[i])))
                 if d > bound {
-                    Issue.record("seed \(seed): '\(t.name)'[\(i)]: one run \(x[i]), two runs \(y[i]), intermediate \(mid[i])")
+                    Issue.record(
+                        "seed \(seed): '\(t.name)'[\(i)]: one run \(x[i]), two runs \(y[i]), intermediate \(mid[i])")
                     break
                 }
             }
@@ -339,12 +391,16 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
             try model.writeCheckpoint(to: ckptPath, seed: seed)
             try SyntheticSDXL.writeAdapter(model.mixedModules, dtype: .F16, seed: seed &+ 1, to: loraPath)
             let reduced = dir.path("reduced.safetensors"), full = dir.path("full.safetensors")
-            try LibraryMerge(savePrecision: saveType, precision: precision).run(checkpoint: ckptPath, adapters: [(loraPath, 0.75)], output: reduced)
-            try LibraryMerge(savePrecision: saveType, precision: .fp32).run(checkpoint: ckptPath, adapters: [(loraPath, 0.75)], output: full)
-            let r = try SafeTensorsFile(path: reduced), f = try SafeTensorsFile(path: full), c = try SafeTensorsFile(path: ckptPath)
+            try LibraryMerge(savePrecision: saveType, precision: precision).run(
+                checkpoint: ckptPath, adapters: [(loraPath, 0.75)], output: reduced)
+            try LibraryMerge(savePrecision: saveType, precision: .fp32).run(
+                checkpoint: ckptPath, adapters: [(loraPath, 0.75)], output: full)
+            let r = try SafeTensorsFile(path: reduced), f = try SafeTensorsFile(path: full),
+                c = try SafeTensorsFile(path: ckptPath)
             var differs = false
-            let terms = try Oracle.termMagnitude(checkpoint: c, adapters: [.init(file: SafeTensorsFile(path: loraPath), ratio: 0.75)],
-                                                 targets: model.mixedModules.map(\.target))
+            let terms = try Oracle.termMagnitude(
+                checkpoint: c, adapters: [.init(file: SafeTensorsFile(path: loraPath), ratio: 0.75)],
+                targets: model.mixedModules.map(\.target))
             // Relative error of a product of two rounded operands (U, D: fp16 -> bf16 loses 3 bits).
             let operandError: Double = precision == .fp16 ? 0 : 2 * pow(2, -9)
             for key in Set(model.mixedModules.map(\.target.targetKey)).sorted() {
@@ -363,7 +419,9 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
                         if first.isEmpty { first = "element \(i): \(x[i]) vs fp32 path \(y[i]), W \(w[i])" }
                     }
                 }
-                #expect(beyond == 0, "seed \(seed), \(precision): '\(key)': \(beyond) elements beyond 3 ulps, first \(first)")
+                #expect(
+                    beyond == 0,
+                    "seed \(seed), \(precision): '\(key)': \(beyond) elements beyond 3 ulps, first \(first)")
                 #expect(tensorBytes(r, key) != tensorBytes(c, key), "seed \(seed): '\(key)' not merged")
             }
             if precision == .bf16 { #expect(differs, "seed \(seed): bf16 arithmetic should be visible somewhere") }
@@ -383,13 +441,15 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         try SyntheticSDXL.writeAdapter(model.mixedModules, dtype: .F16, seed: 78, to: loraPath)
         for ratio in [0.75, 0.3] {
             let out = dir.path("out-\(ratio).safetensors")
-            try LibraryMerge(savePrecision: dtype, precision: precision).run(checkpoint: ckptPath, adapters: [(loraPath, ratio)], output: out)
+            try LibraryMerge(savePrecision: dtype, precision: precision).run(
+                checkpoint: ckptPath, adapters: [(loraPath, ratio)], output: out)
             let got = try SafeTensorsFile(path: out)
             func mismatches(roundRatio: Bool) throws -> [String] {
-                let want = try Oracle.merge(checkpoint: SafeTensorsFile(path: ckptPath),
-                                            adapters: [.init(file: SafeTensorsFile(path: loraPath), ratio: ratio)],
-                                            targets: model.mixedModules.map(\.target), fma: true, rounding: dtype,
-                                            roundRatio: roundRatio)
+                let want = try Oracle.merge(
+                    checkpoint: SafeTensorsFile(path: ckptPath),
+                    adapters: [.init(file: SafeTensorsFile(path: loraPath), ratio: ratio)],
+                    targets: model.mixedModules.map(\.target), fma: true, rounding: dtype,
+                    roundRatio: roundRatio)
                 return try want.sorted(by: { $0.key < $1.key }).compactMap { name, values in
                     let n = zip(try floats(got, name), values).filter { $0.bitPattern != $1.bitPattern }.count
                     return n > 0 ? "\(name): \(n)/\(values.count)" : nil
@@ -409,7 +469,10 @@ enum SaveChoice: String, CaseIterable, CustomTestStringConvertible {
         let dir = try ScratchDirectory("metadata")
         let model = SyntheticSDXL(dtype: .F16)
         let ckptPath = dir.path("base-model.safetensors"), loraPath = dir.path("lora.safetensors")
-        let inputMetadata = ["modelspec.title": "Base XL", "custom.note": "kept \u{2713}", "modelspec.architecture": "stable-diffusion-xl-v1-base"]
+        let inputMetadata = [
+            "modelspec.title": "Base XL", "custom.note": "kept \u{2713}",
+            "modelspec.architecture": "stable-diffusion-xl-v1-base",
+        ]
         try model.writeCheckpoint(to: ckptPath, seed: 5, metadata: inputMetadata)
         try SyntheticSDXL.writeAdapter(model.mixedModules, dtype: .F16, seed: 6, to: loraPath, title: "My LoRA")
         let out = dir.path("merged.result.safetensors")

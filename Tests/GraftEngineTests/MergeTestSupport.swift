@@ -75,8 +75,9 @@ enum Encode {
 
 /// Writes a safetensors file with FileLayout + AtomicOutput.
 func writeTensors(_ tensors: [TensorSpec], metadata: [String: String]? = nil, to path: String) throws {
-    let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.name, dtype: $0.dtype, shape: $0.shape.map(UInt64.init)) },
-                                metadata: metadata, file: path)
+    let layout = try FileLayout(
+        tensors: tensors.map { OutputTensor(name: $0.name, dtype: $0.dtype, shape: $0.shape.map(UInt64.init)) },
+        metadata: metadata, file: path)
     let out = try AtomicOutput(path: path, overwrite: true)
     try layout.headerBytes.withUnsafeBytes { try out.write($0, at: 0) }
     let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
@@ -89,8 +90,11 @@ func writeTensors(_ tensors: [TensorSpec], metadata: [String: String]? = nil, to
 }
 
 /// Decodes a floating tensor to Float (exact for F16/BF16/F32).
-func floats(_ file: SafeTensorsFile, _ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [Float] {
-    let t = try #require(file.tensor(named: name), "\(file.path) has no tensor '\(name)'", sourceLocation: sourceLocation)
+func floats(_ file: SafeTensorsFile, _ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws
+    -> [Float]
+{
+    let t = try #require(
+        file.tensor(named: name), "\(file.path) has no tensor '\(name)'", sourceLocation: sourceLocation)
     return decode(file.data(of: t), t.dtype, t.elementCount)
 }
 
@@ -144,7 +148,9 @@ struct Agreement {
 
 /// check.py's rule: |out - exp| <= max(ulp(exp), floor), NaN matches NaN; `ulpsAllowed`
 /// widens the ulp term (1 for the conformance rule).
-func agreement(_ got: [Float], _ expected: [Float], dtype: DType, ulpsAllowed: Double = 1, floor: Double = 1e-6) -> Agreement {
+func agreement(_ got: [Float], _ expected: [Float], dtype: DType, ulpsAllowed: Double = 1, floor: Double = 1e-6)
+    -> Agreement
+{
     var a = Agreement()
     for i in 0..<min(got.count, expected.count) {
         let g = got[i], e = expected[i]
@@ -180,8 +186,9 @@ struct LibraryMerge {
     func run(checkpoint: String, adapters: [(String, Double)], output: String) throws -> (MergePlan, ExecutionReport) {
         let ckpt = try SafeTensorsFile(path: checkpoint)
         let inputs = try adapters.map { MergeInput(file: try SafeTensorsFile(path: $0.0), ratio: $0.1) }
-        let request = MergeRequest(checkpoint: ckpt, adapters: inputs, savePrecision: savePrecision, precision: precision,
-                                   allowUnmatched: allowUnmatched, outputPath: output, graftVersion: "test")
+        let request = MergeRequest(
+            checkpoint: ckpt, adapters: inputs, savePrecision: savePrecision, precision: precision,
+            allowUnmatched: allowUnmatched, outputPath: output, graftVersion: "test")
         let plan = try MergePlanner.plan(request)
         var executor = Executor()
         if let threads { executor.threads = threads }

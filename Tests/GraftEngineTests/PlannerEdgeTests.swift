@@ -21,21 +21,31 @@ struct PlannerEdgeTests {
 
     /// One kohya TE1 module; its down factor in `downType` (F8 bytes are arbitrary).
     func adapter(_ dir: ScratchDirectory, downType: DType, extraPEFTSpelling: Bool = false) throws -> String {
-        let t = try #require(KohyaLoRA.sdxlTargets(checkpoint: Self.architecture.checkpointTensors(), includeConv: false)
-            .first { $0.moduleName == Self.module })
+        let t = try #require(
+            KohyaLoRA.sdxlTargets(checkpoint: Self.architecture.checkpointTensors(), includeConv: false)
+                .first { $0.moduleName == Self.module })
         let rank = 2
         var tensors: [(OutputTensor, [UInt8])] = [
-            (OutputTensor(name: t.moduleName + ".lora_up.weight", dtype: .F16, shape: [UInt64(t.outFeatures), UInt64(rank)]),
-             Encode.bytes(of: Array(repeating: 0.01, count: t.outFeatures * rank), as: .F16)),
+            (
+                OutputTensor(
+                    name: t.moduleName + ".lora_up.weight", dtype: .F16, shape: [UInt64(t.outFeatures), UInt64(rank)]),
+                Encode.bytes(of: Array(repeating: 0.01, count: t.outFeatures * rank), as: .F16)
+            ),
             (OutputTensor(name: t.moduleName + ".alpha", dtype: .F16, shape: []), Encode.bytes(of: [1], as: .F16)),
         ]
         let downShape: [UInt64] = [UInt64(rank), UInt64(t.inFeatures)]
         let downValues = [Float](repeating: 0.02, count: rank * t.inFeatures)
-        let downBytes = downType == .F8_E4M3 ? [UInt8](repeating: 56, count: downValues.count) : Encode.bytes(of: downValues, as: downType)
-        tensors.append((OutputTensor(name: t.moduleName + ".lora_down.weight", dtype: downType, shape: downShape), downBytes))
+        let downBytes =
+            downType == .F8_E4M3
+            ? [UInt8](repeating: 56, count: downValues.count) : Encode.bytes(of: downValues, as: downType)
+        tensors.append(
+            (OutputTensor(name: t.moduleName + ".lora_down.weight", dtype: downType, shape: downShape), downBytes))
         if extraPEFTSpelling {
-            tensors.append((OutputTensor(name: t.moduleName + ".lora_A.weight", dtype: .F16, shape: downShape),
-                            Encode.bytes(of: downValues, as: .F16)))
+            tensors.append(
+                (
+                    OutputTensor(name: t.moduleName + ".lora_A.weight", dtype: .F16, shape: downShape),
+                    Encode.bytes(of: downValues, as: .F16)
+                ))
         }
         let path = dir.path("lora.safetensors")
         let layout = try FileLayout(tensors: tensors.map(\.0), metadata: ["ss_base_model_version": "sdxl_base_v1-0"])
@@ -55,12 +65,16 @@ struct PlannerEdgeTests {
         let ckpt = try checkpoint(dir)
         let lora = try adapter(dir, downType: .F8_E4M3)
         var merge = LibraryMerge()
-        let strict = #expect(throws: EngineError.self) { try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors")) }
+        let strict = #expect(throws: EngineError.self) {
+            try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors"))
+        }
         #expect(strict?.kind == .unmergeableModules)
         #expect(strict?.modules.map(\.reason) == [SkippedModule.Reason.unsupportedDType.rawValue])
         // Skipping allowed: the only module is skipped, so nothing would be merged.
         merge.allowUnmatched = true
-        let lenient = #expect(throws: EngineError.self) { try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors")) }
+        let lenient = #expect(throws: EngineError.self) {
+            try merge.run(checkpoint: ckpt, adapters: [(lora, 1)], output: dir.path("out.safetensors"))
+        }
         #expect(lenient?.kind == .nothingMerged)
         #expect(lenient?.modules.first?.module == Self.module)
         #expect(!FileManager.default.fileExists(atPath: dir.path("out.safetensors")))

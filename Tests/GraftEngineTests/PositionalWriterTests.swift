@@ -13,11 +13,11 @@ struct PositionalWriterTests {
     /// with sizes that put tensor boundaries and the file end off any 4096 boundary.
     static func makeInput(in dir: URL) throws -> String {
         let specs: [(String, DType, [UInt64])] = [
-            ("a.big", .F32, [6001, 4099]),     // 98 MB, converted to 49 MB
-            ("b.copy", .F16, [5003, 2049]),    // 20 MB, copied
+            ("a.big", .F32, [6001, 4099]),  // 98 MB, converted to 49 MB
+            ("b.copy", .F16, [5003, 2049]),  // 20 MB, copied
             ("c.odd", .F32, [7, 13]),
-            ("d.ints", .I64, [1_000_003]),     // 8 MB, copied
-            ("e.big2", .F32, [2_500_001]),     // 10 MB, converted
+            ("d.ints", .I64, [1_000_003]),  // 8 MB, copied
+            ("e.big2", .F32, [2_500_001]),  // 10 MB, converted
         ]
         let tensors = specs.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }
         let layout = try FileLayout(tensors: tensors, metadata: ["k": "v"])
@@ -50,8 +50,9 @@ struct PositionalWriterTests {
     func run(_ input: SafeTensorsFile, to path: String, direct: Bool, threads: Int, chunk: Int) throws -> Data {
         let planned = input.tensors.map { t -> PlannedTensor in
             let outType: DType = t.dtype == .F32 ? .F16 : t.dtype
-            return PlannedTensor(source: input, input: t, output: OutputTensor(name: t.name, dtype: outType, shape: t.shape),
-                                 operation: outType == t.dtype ? .copy : .convert)
+            return PlannedTensor(
+                source: input, input: t, output: OutputTensor(name: t.name, dtype: outType, shape: t.shape),
+                operation: outType == t.dtype ? .copy : .convert)
         }
         var e = Executor()
         e.directIO = direct

@@ -48,8 +48,9 @@ private func writeFile(_ tensors: [StatTensor], to path: String) throws {
     var entries: [String] = []
     var offset = 0
     for t in tensors {
-        entries.append("\"\(t.name)\":{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(t.values.count)],"
-                       + "\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}")
+        entries.append(
+            "\"\(t.name)\":{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(t.values.count)],"
+                + "\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}")
         offset += t.bytes.count
     }
     var header = Array(("{" + entries.joined(separator: ",") + "}").utf8)
@@ -71,8 +72,10 @@ private func oracle(_ x: [Double]) -> (mean: Double, std: Double, absMean: Doubl
     }
     let mean = (sum + comp) / Double(f.count)
     let m2 = f.reduce(0.0) { $0 + ($1 - mean) * ($1 - mean) }
-    return (mean, (m2 / Double(f.count)).squareRoot(), f.reduce(0.0) { $0 + abs($1) } / Double(f.count),
-            f.min()!, f.max()!)
+    return (
+        mean, (m2 / Double(f.count)).squareRoot(), f.reduce(0.0) { $0 + abs($1) } / Double(f.count),
+        f.min()!, f.max()!
+    )
 }
 
 /// `mean + spread * u`, u uniform in [-1, 1] (a deterministic sequence), NaN/+inf/-inf every 89th.
@@ -112,7 +115,9 @@ struct StatisticsTests {
 
     @Test("moments match a two-pass oracle for every dtype, chunk size and thread count")
     func matchesOracle() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("graft-stats-\(UUID().uuidString).safetensors").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "graft-stats-\(UUID().uuidString).safetensors"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try writeFile(Self.cases, to: path)
         let byName = Dictionary(uniqueKeysWithValues: Self.cases.map { ($0.name, $0) })
@@ -142,7 +147,9 @@ struct StatisticsTests {
 
     @Test("fp32 1000 +- 1e-3: std is 1.00e-3, not 6.11e-4 (review §4 #21)")
     func reviewCase() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("graft-stats-\(UUID().uuidString).safetensors").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "graft-stats-\(UUID().uuidString).safetensors"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         // Alternating 1000 - 1e-3 and 1000 + 1e-3: the mean is 1000 and the std 1e-3
         // up to fp32 rounding of the two values (ulp 6.1e-5 at 1000: 9.77e-4).

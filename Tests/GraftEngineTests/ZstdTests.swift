@@ -17,7 +17,9 @@ private final class ZstdScratch {
     deinit { try? FileManager.default.removeItem(at: url) }
 }
 
-private let zstdTool = ["/usr/bin/zstd", "/usr/local/bin/zstd"].first { FileManager.default.isExecutableFile(atPath: $0) }
+private let zstdTool = ["/usr/bin/zstd", "/usr/local/bin/zstd"].first {
+    FileManager.default.isExecutableFile(atPath: $0)
+}
 private let onCI = ProcessInfo.processInfo.environment["CI"].map { !$0.isEmpty } ?? false
 
 private func zstdDecompress(_ input: String, to output: String) throws {
@@ -32,13 +34,21 @@ private func zstdDecompress(_ input: String, to output: String) throws {
 /// A file of several tensors, big enough for many chunks.
 private func makeInput(_ path: String) throws {
     var g: UInt64 = 5
-    func next() -> Float { g = g &* 6364136223846793005 &+ 1442695040888963407; return Float(Int32(truncatingIfNeeded: g >> 32)) / Float(Int32.max) }
-    let specs: [(String, DType, [UInt64])] = [("a", .F32, [300, 100]), ("b", .F32, [7]), ("c", .I32, [1000]), ("d", .F32, [64, 64])]
-    let layout = try FileLayout(tensors: specs.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }, metadata: ["m": "1"], file: path)
+    func next() -> Float {
+        g = g &* 6364136223846793005 &+ 1442695040888963407;
+        return Float(Int32(truncatingIfNeeded: g >> 32)) / Float(Int32.max)
+    }
+    let specs: [(String, DType, [UInt64])] = [
+        ("a", .F32, [300, 100]), ("b", .F32, [7]), ("c", .I32, [1000]), ("d", .F32, [64, 64]),
+    ]
+    let layout = try FileLayout(
+        tensors: specs.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }, metadata: ["m": "1"], file: path)
     let out = try AtomicOutput(path: path, overwrite: true)
     try layout.headerBytes.withUnsafeBytes { try out.write($0, at: 0) }
     for (i, t) in layout.tensors.enumerated() {
-        let bytes = (0..<t.elementCount).flatMap { _ in withUnsafeBytes(of: next().bitPattern.littleEndian) { Array($0) } }
+        let bytes = (0..<t.elementCount).flatMap { _ in
+            withUnsafeBytes(of: next().bitPattern.littleEndian) { Array($0) }
+        }
         try bytes.withUnsafeBytes { try out.write($0, at: layout.fileOffset(ofTensorAt: i)) }
     }
     try out.commit()
@@ -46,9 +56,10 @@ private func makeInput(_ path: String) throws {
 
 @Suite("ZstdTests: compressed output")
 struct ZstdTests {
-    @Test("zstd -d of a .zst output equals the uncompressed output, for any threads / chunking / level",
-          .enabled(if: zstdTool != nil || onCI, "zstd command-line tool not found"),
-          arguments: [(1, 1 << 20, 3), (2, 1000, 1), (3, 333, 19), (2, 4096, -1)])
+    @Test(
+        "zstd -d of a .zst output equals the uncompressed output, for any threads / chunking / level",
+        .enabled(if: zstdTool != nil || onCI, "zstd command-line tool not found"),
+        arguments: [(1, 1 << 20, 3), (2, 1000, 1), (3, 333, 19), (2, 4096, -1)])
     func matchesPlain(threads: Int, chunk: Int, level: Int) throws {
         let dir = try ZstdScratch()
         try makeInput(dir.path("in.safetensors"))
@@ -77,8 +88,9 @@ struct ZstdTests {
         #expect(a == b)
     }
 
-    @Test("single-threaded zstd, more workers than chunks, copies and conversions mixed",
-          .enabled(if: zstdTool != nil || onCI, "zstd command-line tool not found"))
+    @Test(
+        "single-threaded zstd, more workers than chunks, copies and conversions mixed",
+        .enabled(if: zstdTool != nil || onCI, "zstd command-line tool not found"))
     func mergeZstd() throws {
         let dir = try ZstdScratch()
         try makeInput(dir.path("in.safetensors"))
@@ -93,7 +105,9 @@ struct ZstdTests {
             try out.commit()
         }
         try zstdDecompress(dir.path("p.safetensors.zst"), to: dir.path("q.safetensors"))
-        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.path("p.safetensors"))) == Data(contentsOf: URL(fileURLWithPath: dir.path("q.safetensors"))))
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: dir.path("p.safetensors")))
+                == Data(contentsOf: URL(fileURLWithPath: dir.path("q.safetensors"))))
     }
 
     @Test("the ordered sink consumes out-of-order submissions in index order")

@@ -28,7 +28,7 @@ fileprivate func refF32toF16(_ u: UInt32) -> UInt16 {
     let bitLen = 64 - sig.leadingZeroBitCount
     let unbiased = e + bitLen - 1
     let qexp = max(unbiased, -14) - 10
-    let shift = qexp - e // right shift of sig to reach the quantum
+    let shift = qexp - e  // right shift of sig to reach the quantum
     var q: UInt64
     if shift <= 0 {
         q = sig << UInt64(-shift)
@@ -41,7 +41,7 @@ fileprivate func refF32toF16(_ u: UInt32) -> UInt16 {
         if rem > half || (rem == half && (q & 1) == 1) { q += 1 }
     }
     // q counts quanta of 2^qexp; encode
-    if qexp == -24 { // subnormal range (q may reach 0x400 = min normal)
+    if qexp == -24 {  // subnormal range (q may reach 0x400 = min normal)
         return sign | UInt16(q)
     }
     var mant = q
@@ -107,7 +107,7 @@ fileprivate func refF16toF64(_ h: UInt16) -> UInt64 {
     let f = refF16toF32(h)
     let sign = UInt64(f >> 31) << 63
     if (f & 0x7F80_0000) == 0x7F80_0000 { return sign | 0x7FF0_0000_0000_0000 | (UInt64(f & 0x7F_FFFF) << 29) }
-    return Double(Float(bitPattern: f)).bitPattern // exact for non-NaN (no subnormal f32 arises)
+    return Double(Float(bitPattern: f)).bitPattern  // exact for non-NaN (no subnormal f32 arises)
 }
 
 /// PyTorch c10::BFloat16: NaN -> 0x7FC0, else RNE on the top 16 bits.
@@ -120,7 +120,6 @@ fileprivate func refF32toBF16(_ u: UInt32) -> UInt16 {
 }
 
 // MARK: - Helpers
-
 
 fileprivate let allLevels: [Int] = Array(0...Conversion.detectedCPULevel)
 
@@ -146,15 +145,15 @@ fileprivate func sampleF32Bits(_ n: Int, seed: UInt64) -> [UInt32] {
     return (0..<n).map { i in
         let u = UInt32(truncatingIfNeeded: g.next())
         switch i % 8 {
-        case 0, 1, 2: // |x| in [2^-27, 2^18)
+        case 0, 1, 2:  // |x| in [2^-27, 2^18)
             return (u & 0x807F_FFFF) | (UInt32(100 + Int(g.next() % 45)) << 23)
-        case 3: // exact or near ties for f16 (low 13 bits 0x1000 +- 1)
+        case 3:  // exact or near ties for f16 (low 13 bits 0x1000 +- 1)
             let e = UInt32(100 + Int(g.next() % 45)) << 23
             let low: UInt32 = [0x1000, 0x0FFF, 0x1001, 0x0000][Int(g.next() % 4)]
             return (u & 0x807F_E000) | e | low
-        case 4: // bf16 ties (low 16 bits 0x8000)
+        case 4:  // bf16 ties (low 16 bits 0x8000)
             return (u & 0xFFFF_0000) | 0x8000
-        case 5: // NaN / inf with random payloads
+        case 5:  // NaN / inf with random payloads
             return u | 0x7F80_0000
         default:
             return u
@@ -172,16 +171,16 @@ struct ConversionTests {
         (0x7FBF_FFFF, 0x7DFF), (0xFFC0_0001, 0xFE00), (0x7FFF_FFFF, 0x7FFF), (0xFF80_0001, 0xFC01),
         (0x7F80_1FFF, 0x7C01), (0x7FC0_1234, 0x7E00), (0x7F80_0000, 0x7C00), (0xFF80_0000, 0xFC00),
         (0x0000_0000, 0x0000), (0x8000_0000, 0x8000),
-        (0x477F_EFFF, 0x7BFF), // 65519.996 -> 65504
-        (0x477F_F000, 0x7C00), // 65520 -> inf
+        (0x477F_EFFF, 0x7BFF),  // 65519.996 -> 65504
+        (0x477F_F000, 0x7C00),  // 65520 -> inf
         (0x477F_E000, 0x7BFF), (0xC77F_F000, 0xFC00), (0x4780_0000, 0x7C00), (0x7F7F_FFFF, 0x7C00),
-        (0x3300_0000, 0x0000), // 2^-25: tie, to even 0
+        (0x3300_0000, 0x0000),  // 2^-25: tie, to even 0
         (0x3300_0001, 0x0001), (0xB300_0000, 0x8000), (0x3380_0000, 0x0001),
-        (0x33C0_0000, 0x0002), // 1.5 * 2^-24: tie, to even 2
-        (0x3420_0000, 0x0002), // 2.5 * 2^-24: tie, to even 2
+        (0x33C0_0000, 0x0002),  // 1.5 * 2^-24: tie, to even 2
+        (0x3420_0000, 0x0002),  // 2.5 * 2^-24: tie, to even 2
         (0x387F_C000, 0x03FF), (0x387F_E000, 0x0400), (0x387F_F000, 0x0400), (0x3880_0000, 0x0400),
-        (0x3F80_1000, 0x3C00), // 1 + 2^-11: tie down to even
-        (0x3F80_3000, 0x3C02), // 1 + 3*2^-11: tie up to even
+        (0x3F80_1000, 0x3C00),  // 1 + 2^-11: tie down to even
+        (0x3F80_3000, 0x3C02),  // 1 + 3*2^-11: tie up to even
         (0x3F80_1001, 0x3C01), (0x0000_0001, 0x0000), (0x8000_0001, 0x8000),
         (0x3F80_0000, 0x3C00), (0xBF80_0000, 0xBC00), (0x3EAA_AAAB, 0x3555),
     ]
@@ -199,10 +198,10 @@ struct ConversionTests {
     @Test func referencesAgreeWithKnownValues() {
         for (u, h) in Self.knownF32toF16 { #expect(refF32toF16(u) == h, "\(String(u, radix: 16))") }
         for (u, h) in Self.knownF64toF16 { #expect(refF64toF16(u) == h, "\(String(u, radix: 16))") }
-        #expect(refF32toBF16(0x3F80_8000) == 0x3F80) // tie to even (down)
-        #expect(refF32toBF16(0x3F81_8000) == 0x3F82) // tie to even (up)
-        #expect(refF32toBF16(0x7F7F_FFFF) == 0x7F80) // rounds to inf
-        #expect(refF32toBF16(0xFFC0_0001) == 0x7FC0) // any NaN -> 0x7FC0
+        #expect(refF32toBF16(0x3F80_8000) == 0x3F80)  // tie to even (down)
+        #expect(refF32toBF16(0x3F81_8000) == 0x3F82)  // tie to even (up)
+        #expect(refF32toBF16(0x7F7F_FFFF) == 0x7F80)  // rounds to inf
+        #expect(refF32toBF16(0xFFC0_0001) == 0x7FC0)  // any NaN -> 0x7FC0
         #expect(refF16toF32(0x7D00) == 0x7FA0_0000)  // sNaN kept
         #expect(refF16toF32(0x0001) == 0x3380_0000)
     }
@@ -319,22 +318,25 @@ struct ConversionTests {
         var h = [UInt16](repeating: 0, count: xs.count)
         let n = xs.withUnsafeBytes { s in
             h.withUnsafeMutableBytes { d in
-                Conversion.convertCountingOverflow(s.baseAddress!, from: .F32, to: d.baseAddress!, .F16, count: xs.count)
+                Conversion.convertCountingOverflow(
+                    s.baseAddress!, from: .F32, to: d.baseAddress!, .F16, count: xs.count)
             }
         }
-        #expect(n == 3) // 65520, -1e10, 3e38
+        #expect(n == 3)  // 65520, -1e10, 3e38
         #expect(h == xs.map { refF32toF16($0.bitPattern) })
         let ds: [Double] = [65519.99999, 65520, 1e39, -1e300, .infinity, 3.4e38, .nan]
         var hb = [UInt16](repeating: 0, count: ds.count)
         var fb = [Float](repeating: 0, count: ds.count)
         ds.withUnsafeBytes { s in
             let a = hb.withUnsafeMutableBytes {
-                Conversion.convertCountingOverflow(s.baseAddress!, from: .F64, to: $0.baseAddress!, .F16, count: ds.count)
+                Conversion.convertCountingOverflow(
+                    s.baseAddress!, from: .F64, to: $0.baseAddress!, .F16, count: ds.count)
             }
             let b = fb.withUnsafeMutableBytes {
-                Conversion.convertCountingOverflow(s.baseAddress!, from: .F64, to: $0.baseAddress!, .F32, count: ds.count)
+                Conversion.convertCountingOverflow(
+                    s.baseAddress!, from: .F64, to: $0.baseAddress!, .F32, count: ds.count)
             }
-            #expect(a == 4) // 65520, 1e39, -1e300, 3.4e38 (65519.99999 rounds to 65504)
+            #expect(a == 4)  // 65520, 1e39, -1e300, 3.4e38 (65519.99999 rounds to 65504)
             #expect(b == 2)
         }
         // widening never overflows; a large run crosses the internal chunking
@@ -342,7 +344,8 @@ struct ConversionTests {
         var bh = [UInt16](repeating: 0, count: big.count)
         let c = big.withUnsafeBytes { s in
             bh.withUnsafeMutableBytes {
-                Conversion.convertCountingOverflow(s.baseAddress!, from: .F32, to: $0.baseAddress!, .F16, count: big.count)
+                Conversion.convertCountingOverflow(
+                    s.baseAddress!, from: .F32, to: $0.baseAddress!, .F16, count: big.count)
             }
         }
         #expect(c == 20_000)
@@ -361,13 +364,17 @@ struct ConversionTests {
 
     // MARK: numpy cross-check
 
-    @Test(.enabled(if: PythonRunner.hasNumpy || PythonRunner.isCI, "python3 with numpy not available: numpy cross-check skipped"))
+    @Test(
+        .enabled(
+            if: PythonRunner.hasNumpy || PythonRunner.isCI,
+            "python3 with numpy not available: numpy cross-check skipped"))
     func matchesNumpy() throws {
         guard PythonRunner.hasNumpy else {
             Issue.record("CI is set but python3 -c 'import numpy' fails")
             return
         }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("graft-np-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "graft-np-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let n = 400_000
@@ -380,15 +387,19 @@ struct ConversionTests {
         try src32.withUnsafeBytes { try Data($0).write(to: dir.appendingPathComponent("in32")) }
         try src64.withUnsafeBytes { try Data($0).write(to: dir.appendingPathComponent("in64")) }
         let script = """
-        import numpy as np, sys, warnings
-        warnings.simplefilter('ignore')
-        d = sys.argv[1]
-        np.fromfile(d + '/in32', dtype='<f4').astype(np.float16).tofile(d + '/out32')
-        np.fromfile(d + '/in64', dtype='<f8').astype(np.float16).tofile(d + '/out64')
-        """
+            import numpy as np, sys, warnings
+            warnings.simplefilter('ignore')
+            d = sys.argv[1]
+            np.fromfile(d + '/in32', dtype='<f4').astype(np.float16).tofile(d + '/out32')
+            np.fromfile(d + '/in64', dtype='<f8').astype(np.float16).tofile(d + '/out64')
+            """
         #expect(try PythonRunner.run(["-c", script, dir.path]).status == 0)
-        let np32 = try Data(contentsOf: dir.appendingPathComponent("out32")).withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
-        let np64 = try Data(contentsOf: dir.appendingPathComponent("out64")).withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
+        let np32 = try Data(contentsOf: dir.appendingPathComponent("out32")).withUnsafeBytes {
+            Array($0.bindMemory(to: UInt16.self))
+        }
+        let np64 = try Data(contentsOf: dir.appendingPathComponent("out64")).withUnsafeBytes {
+            Array($0.bindMemory(to: UInt16.self))
+        }
         for level in allLevels {
             withLevel(level) {
                 let a = convertArray(src32, .F32, .F16, as: UInt16.self, zero: 0)
@@ -401,8 +412,10 @@ struct ConversionTests {
 
     // MARK: GEMM
 
-    static func refGemm(m: Int, n: Int, r: Int, acc: inout [Float], lda: Int, U: [Float], ldu: Int,
-                        D: [Float], ldd: Int, ratio: Float, scale: Float) {
+    static func refGemm(
+        m: Int, n: Int, r: Int, acc: inout [Float], lda: Int, U: [Float], ldu: Int,
+        D: [Float], ldd: Int, ratio: Float, scale: Float
+    ) {
         for i in 0..<m {
             for j in 0..<n {
                 var s: Float = 0
@@ -437,7 +450,8 @@ struct ConversionTests {
         let D = Self.randomFloats(max(r, 1) * ldd, &g)
         let ratio: Float = 0.7, scale: Float = 1.0 / 3.0
         var expected = acc0
-        Self.refGemm(m: m, n: n, r: r, acc: &expected, lda: lda, U: U, ldu: ldu, D: D, ldd: ldd, ratio: ratio, scale: scale)
+        Self.refGemm(
+            m: m, n: n, r: r, acc: &expected, lda: lda, U: U, ldu: ldu, D: D, ldd: ldd, ratio: ratio, scale: scale)
         for level in allLevels {
             withLevel(level) {
                 var acc = acc0
@@ -464,8 +478,9 @@ struct ConversionTests {
                             for i0 in stride(from: 0, to: m, by: 5) {
                                 for j0 in stride(from: 0, to: n, by: 23) {
                                     let mb = min(5, m - i0), nb = min(23, n - j0)
-                                    gk_lora_gemm_f32(mb, nb, r, a.baseAddress! + i0 * n + j0, n,
-                                                     u.baseAddress! + i0 * r, r, d.baseAddress! + j0, n, -1.25, 0.5)
+                                    gk_lora_gemm_f32(
+                                        mb, nb, r, a.baseAddress! + i0 * n + j0, n,
+                                        u.baseAddress! + i0 * r, r, d.baseAddress! + j0, n, -1.25, 0.5)
                                 }
                             }
                         }
@@ -480,8 +495,10 @@ struct ConversionTests {
 
     /// The oracle: counts, min/max and a two-pass mean and M2 over the finite values,
     /// in double with a compensated (Neumaier) sum for the mean.
-    static func refStats(_ x: [Double]) -> (count: Int, nan: Int, pinf: Int, ninf: Int, min: Double, max: Double,
-                                            mean: Double, m2: Double, sumAbs: Double) {
+    static func refStats(_ x: [Double]) -> (
+        count: Int, nan: Int, pinf: Int, ninf: Int, min: Double, max: Double,
+        mean: Double, m2: Double, sumAbs: Double
+    ) {
         var nan = 0, pinf = 0, ninf = 0, n = 0
         var mn = Double.infinity, mx = -Double.infinity
         var sum = 0.0, comp = 0.0, sumAbs = 0.0
@@ -502,34 +519,41 @@ struct ConversionTests {
 
     /// Every field, bit for bit.
     static func statsEqual(_ a: gk_stats, _ b: gk_stats) -> Bool {
-        a.count == b.count && a.nan_count == b.nan_count && a.pinf_count == b.pinf_count &&
-            a.ninf_count == b.ninf_count && a.min.bitPattern == b.min.bitPattern && a.max.bitPattern == b.max.bitPattern &&
-            a.mean.bitPattern == b.mean.bitPattern && a.m2.bitPattern == b.m2.bitPattern &&
-            a.sum_abs.bitPattern == b.sum_abs.bitPattern && a.sum_sq.bitPattern == b.sum_sq.bitPattern
+        a.count == b.count && a.nan_count == b.nan_count && a.pinf_count == b.pinf_count && a.ninf_count == b.ninf_count
+            && a.min.bitPattern == b.min.bitPattern && a.max.bitPattern == b.max.bitPattern
+            && a.mean.bitPattern == b.mean.bitPattern && a.m2.bitPattern == b.m2.bitPattern
+            && a.sum_abs.bitPattern == b.sum_abs.bitPattern && a.sum_sq.bitPattern == b.sum_sq.bitPattern
     }
 
     /// Checks the kernel's result against the oracle: counts and extremes exact, the mean
     /// to 1e-12 of the spread-and-magnitude scale, the standard deviation to 1e-9 relative
     /// (or 64 ulps of the mean).
-    static func expectClose(_ st: gk_stats, _ x: [Double], _ context: String,
-                            sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectClose(
+        _ st: gk_stats, _ x: [Double], _ context: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         let r = refStats(x)
-        #expect(Int(st.count) == r.count && Int(st.nan_count) == r.nan && Int(st.pinf_count) == r.pinf
-                    && Int(st.ninf_count) == r.ninf, "\(context): counts", sourceLocation: sourceLocation)
-        #expect(st.min == r.min && st.max == r.max, "\(context): min/max \(st.min) \(st.max)", sourceLocation: sourceLocation)
+        #expect(
+            Int(st.count) == r.count && Int(st.nan_count) == r.nan && Int(st.pinf_count) == r.pinf
+                && Int(st.ninf_count) == r.ninf, "\(context): counts", sourceLocation: sourceLocation)
+        #expect(
+            st.min == r.min && st.max == r.max, "\(context): min/max \(st.min) \(st.max)",
+            sourceLocation: sourceLocation)
         let finite = Double(r.count - r.nan - r.pinf - r.ninf)
         guard finite > 0 else {
             #expect(st.mean == 0 && st.m2 == 0, "\(context): empty moments", sourceLocation: sourceLocation)
             return
         }
         let std = (st.m2 / finite).squareRoot(), refStd = (r.m2 / finite).squareRoot()
-        #expect(abs(st.mean - r.mean) <= 1e-12 * (abs(r.mean) + refStd), "\(context): mean \(st.mean) vs \(r.mean)",
-                sourceLocation: sourceLocation)
+        #expect(
+            abs(st.mean - r.mean) <= 1e-12 * (abs(r.mean) + refStd), "\(context): mean \(st.mean) vs \(r.mean)",
+            sourceLocation: sourceLocation)
         // Values near the mean are only resolved to ulp(mean), so a spread of a few
         // thousand ulps is itself known to a few digits: allow 1e-9 relative or 64 ulps
         // of the mean. sum_sq/n - mean^2 is off by about sqrt(eps) * |mean| (1e-5 at 1000).
-        #expect(abs(std - refStd) <= 1e-9 * refStd + 64 * abs(r.mean).ulp, "\(context): std \(std) vs \(refStd)",
-                sourceLocation: sourceLocation)
+        #expect(
+            abs(std - refStd) <= 1e-9 * refStd + 64 * abs(r.mean).ulp, "\(context): std \(std) vs \(refStd)",
+            sourceLocation: sourceLocation)
         #expect(abs(st.sum_abs - r.sumAbs) <= 1e-12 * r.sumAbs, "\(context): sum |x|", sourceLocation: sourceLocation)
     }
 
@@ -545,12 +569,15 @@ struct ConversionTests {
     static func statsSample(_ n: Int, seed: UInt64) -> [Float] {
         var g = SplitMix64(seed: seed)
         var x = randomFloats(n, &g)
-        for i in stride(from: 3, to: n, by: 97) { x[i] = [.nan, .infinity, -.infinity, Float(bitPattern: 0x7FA0_0001)][i % 4] }
+        for i in stride(from: 3, to: n, by: 97) {
+            x[i] = [.nan, .infinity, -.infinity, Float(bitPattern: 0x7FA0_0001)][i % 4]
+        }
         return x
     }
 
-    @Test("stats: every CPU level gives the same bits, close to a two-pass oracle",
-          arguments: [0, 1, 15, 16, 17, 100, 2047, 2048, 2049, 4096, 4097, 100_003])
+    @Test(
+        "stats: every CPU level gives the same bits, close to a two-pass oracle",
+        arguments: [0, 1, 15, 16, 17, 100, 2047, 2048, 2049, 4096, 4097, 100_003])
     func statsMatchReference(n: Int) {
         let x = Self.statsSample(n, seed: UInt64(n) + 5)
         var first: gk_stats?
@@ -573,8 +600,9 @@ struct ConversionTests {
     }
 
     /// fp32 1000 +- 1e-3 gave std 6.11e-4 (true 1.00e-3) when std came from sum_sq/n - mean^2.
-    @Test("stats: a large mean with a tiny spread keeps its digits, for every dtype and CPU level",
-          arguments: [(Float(1000), Float(1e-3)), (1, 1e-4), (-3e4, 0.01), (0.5, 1e-7)] as [(Float, Float)])
+    @Test(
+        "stats: a large mean with a tiny spread keeps its digits, for every dtype and CPU level",
+        arguments: [(Float(1000), Float(1e-3)), (1, 1e-4), (-3e4, 0.01), (0.5, 1e-7)] as [(Float, Float)])
     func statsLargeMeanTinySpread(mean: Float, spread: Float) {
         for n in [33, 2048 + 17, 50_001] {
             let x = Self.hardSample(n, mean: mean, spread: spread, seed: UInt64(n))
@@ -582,14 +610,22 @@ struct ConversionTests {
             let b = convertArray(x, .F32, .BF16, as: UInt16.self, zero: 0)
             // fp64 values whose spread is below fp32's resolution at this mean.
             let d = x.indices.map { i in
-                x[i].isFinite ? Double(mean) + Double(spread) * 1e-3 * (Double(i * 7919 % 10_007) / 5003.5 - 1) : Double(x[i])
+                x[i].isFinite
+                    ? Double(mean) + Double(spread) * 1e-3 * (Double(i * 7919 % 10_007) / 5003.5 - 1) : Double(x[i])
             }
             let cases: [(String, [Double], (UnsafeMutablePointer<gk_stats>) -> Int32)] = [
-                ("F32", x.map(Double.init), { p in x.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F32), n, p) } }),
-                ("F16", convertArray(h, .F16, .F32, as: Float.self, zero: 0).map(Double.init),
-                 { p in h.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F16), n, p) } }),
-                ("BF16", convertArray(b, .BF16, .F32, as: Float.self, zero: 0).map(Double.init),
-                 { p in b.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_BF16), n, p) } }),
+                (
+                    "F32", x.map(Double.init),
+                    { p in x.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F32), n, p) } }
+                ),
+                (
+                    "F16", convertArray(h, .F16, .F32, as: Float.self, zero: 0).map(Double.init),
+                    { p in h.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F16), n, p) } }
+                ),
+                (
+                    "BF16", convertArray(b, .BF16, .F32, as: Float.self, zero: 0).map(Double.init),
+                    { p in b.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_BF16), n, p) } }
+                ),
                 ("F64", d, { p in d.withUnsafeBytes { gk_stats_typed($0.baseAddress, Int32(GK_F64), n, p) } }),
             ]
             for (name, values, run) in cases {
@@ -622,7 +658,8 @@ struct ConversionTests {
             gk_stats_combine(&a, &b)
             gk_stats_combine(&a, &empty)
             Self.expectClose(a, x.map(Double.init), "cut \(cut)")
-            #expect(a.count == whole.count && a.nan_count == whole.nan_count && a.min == whole.min && a.max == whole.max)
+            #expect(
+                a.count == whole.count && a.nan_count == whole.nan_count && a.min == whole.min && a.max == whole.max)
         }
     }
 
@@ -696,10 +733,11 @@ struct ConversionTests {
             withLevel(level) {
                 var d = gk_diff()
                 gk_diff_f32(a, b, n, &d)
-                #expect(d.count == expected.count && d.differ_count == expected.differ_count &&
-                        d.both_finite == expected.both_finite && d.nan_a == expected.nan_a &&
-                        d.nan_b == expected.nan_b && d.inf_a == expected.inf_a && d.inf_b == expected.inf_b,
-                        "level \(level): \(d) vs \(expected)")
+                #expect(
+                    d.count == expected.count && d.differ_count == expected.differ_count
+                        && d.both_finite == expected.both_finite && d.nan_a == expected.nan_a
+                        && d.nan_b == expected.nan_b && d.inf_a == expected.inf_a && d.inf_b == expected.inf_b,
+                    "level \(level): \(d) vs \(expected)")
                 #expect(d.max_abs_diff.bitPattern == expected.max_abs_diff.bitPattern)
                 #expect(d.sum_abs_diff.bitPattern == expected.sum_abs_diff.bitPattern)
                 #expect(d.sum_sq_diff.bitPattern == expected.sum_sq_diff.bitPattern)
@@ -710,8 +748,9 @@ struct ConversionTests {
         }
     }
 
-    @Test("the fused f16 diff equals converting to f32 first, at every level",
-          arguments: [0, 1, 15, 16, 17, 1000, 65_537])
+    @Test(
+        "the fused f16 diff equals converting to f32 first, at every level",
+        arguments: [0, 1, 15, 16, 17, 1000, 65_537])
     func fusedHalfDiffMatchesF32(n: Int) {
         // Random f16 bit patterns: NaNs (both kinds), infinities, subnormals, zeros included.
         var g = SplitMix64(seed: UInt64(n) &+ 2024)
@@ -724,18 +763,22 @@ struct ConversionTests {
             withLevel(level) {
                 var want = gk_diff(), got = gk_diff()
                 gk_diff_f32(fa, fb, n, &want)
-                a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in
-                    _ = gk_diff_typed(pa.baseAddress, Int32(GK_F16), pb.baseAddress, Int32(GK_F16), n, &got)
-                } }
-                #expect(got.count == want.count && got.differ_count == want.differ_count &&
-                        got.both_finite == want.both_finite && got.nan_a == want.nan_a && got.nan_b == want.nan_b &&
-                        got.inf_a == want.inf_a && got.inf_b == want.inf_b, "level \(level), n \(n)")
-                #expect(got.max_abs_diff.bitPattern == want.max_abs_diff.bitPattern &&
-                        got.sum_abs_diff.bitPattern == want.sum_abs_diff.bitPattern &&
-                        got.sum_sq_diff.bitPattern == want.sum_sq_diff.bitPattern &&
-                        got.sum_sq_a.bitPattern == want.sum_sq_a.bitPattern &&
-                        got.sum_sq_b.bitPattern == want.sum_sq_b.bitPattern &&
-                        got.sum_ab.bitPattern == want.sum_ab.bitPattern, "level \(level), n \(n)")
+                a.withUnsafeBytes { pa in
+                    b.withUnsafeBytes { pb in
+                        _ = gk_diff_typed(pa.baseAddress, Int32(GK_F16), pb.baseAddress, Int32(GK_F16), n, &got)
+                    }
+                }
+                #expect(
+                    got.count == want.count && got.differ_count == want.differ_count
+                        && got.both_finite == want.both_finite && got.nan_a == want.nan_a && got.nan_b == want.nan_b
+                        && got.inf_a == want.inf_a && got.inf_b == want.inf_b, "level \(level), n \(n)")
+                #expect(
+                    got.max_abs_diff.bitPattern == want.max_abs_diff.bitPattern
+                        && got.sum_abs_diff.bitPattern == want.sum_abs_diff.bitPattern
+                        && got.sum_sq_diff.bitPattern == want.sum_sq_diff.bitPattern
+                        && got.sum_sq_a.bitPattern == want.sum_sq_a.bitPattern
+                        && got.sum_sq_b.bitPattern == want.sum_sq_b.bitPattern
+                        && got.sum_ab.bitPattern == want.sum_ab.bitPattern, "level \(level), n \(n)")
             }
         }
     }

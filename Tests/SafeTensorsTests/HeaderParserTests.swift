@@ -39,7 +39,9 @@ private func parse(_ file: [UInt8]) throws -> Header {
 }
 
 /// Parses, and on failure returns the SafeTensorsError (recording an issue for any other error).
-private func outcome(_ file: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) -> Result<Header, SafeTensorsError>? {
+private func outcome(_ file: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) -> Result<
+    Header, SafeTensorsError
+>? {
     do {
         return .success(try parse(file))
     } catch let error as SafeTensorsError {
@@ -66,8 +68,9 @@ private func expectFailure(
         if case .some(let t) = tensor { #expect(error.tensor == t, "\(error)", sourceLocation: sourceLocation) }
         if case .some(let o) = offset { #expect(error.offset == o, "\(error)", sourceLocation: sourceLocation) }
         if let detail { #expect(error.detail.contains(detail), "\(error)", sourceLocation: sourceLocation) }
-        #expect(error.detail.first.map { !$0.isUppercase } ?? false, "detail starts lowercase: \(error)",
-                sourceLocation: sourceLocation)
+        #expect(
+            error.detail.first.map { !$0.isUppercase } ?? false, "detail starts lowercase: \(error)",
+            sourceLocation: sourceLocation)
         return error
     case nil:
         return nil
@@ -85,7 +88,6 @@ private func expectHeader(_ file: [UInt8], sourceLocation: SourceLocation = #_so
     }
 }
 
-
 // MARK: - Length prefix (§2 steps 1-4)
 
 @Suite("length prefix")
@@ -95,8 +97,9 @@ struct HeaderLengthPrefixTests {
         expectFailure(.headerTooSmall, [UInt8](repeating: 0, count: length), detail: "\(length) bytes")
     }
 
-    @Test("N above 100,000,000 is headerTooLarge, checked before the file size",
-          arguments: [UInt64(100_000_001), 1 << 32, 1 << 63, UInt64.max])
+    @Test(
+        "N above 100,000,000 is headerTooLarge, checked before the file size",
+        arguments: [UInt64(100_000_001), 1 << 32, 1 << 63, UInt64.max])
     func tooLarge(n: UInt64) {
         // A 10-byte file: the size check would also fail, but the limit comes first.
         expectFailure(
@@ -111,8 +114,9 @@ struct HeaderLengthPrefixTests {
 
     @Test("8 + N beyond the file is invalidHeaderLength")
     func pastEnd() {
-        expectFailure(.invalidHeaderLength, makeFile(header: Array("{}".utf8), declaredLength: 3), offset: 0,
-                      detail: "8 + 3 > file size 10")
+        expectFailure(
+            .invalidHeaderLength, makeFile(header: Array("{}".utf8), declaredLength: 3), offset: 0,
+            detail: "8 + 3 > file size 10")
     }
 
     @Test("N = 0 is an empty header: invalid JSON")
@@ -131,9 +135,12 @@ struct HeaderLengthPrefixTests {
     @Test("N one too large swallows a data byte: trailing characters")
     func oneTooLarge() {
         let json = "{" + entry("w", "U8", [1], 0, 1) + "}"
-        expectFailure(.invalidJSON, makeFile(header: Array(json.utf8), data: [0x41],
-                                             declaredLength: UInt64(json.utf8.count + 1)),
-                      detail: "trailing characters")
+        expectFailure(
+            .invalidJSON,
+            makeFile(
+                header: Array(json.utf8), data: [0x41],
+                declaredLength: UInt64(json.utf8.count + 1)),
+            detail: "trailing characters")
     }
 }
 
@@ -142,14 +149,14 @@ struct HeaderLengthPrefixTests {
 @Suite("strict UTF-8")
 struct HeaderUTF8Tests {
     static let invalid: [[UInt8]] = [
-        [0xC0, 0xAF], [0xC1, 0xBF],               // overlong 2-byte
-        [0xE0, 0x80, 0xAF], [0xE0, 0x9F, 0xBF],   // overlong 3-byte
-        [0xF0, 0x80, 0x80, 0xAF],                 // overlong 4-byte
-        [0xED, 0xA0, 0x80], [0xED, 0xBF, 0xBF],   // encoded surrogates
-        [0xF4, 0x90, 0x80, 0x80],                 // above U+10FFFF
-        [0xF5, 0x80, 0x80, 0x80], [0xFF], [0xFE], // never valid
-        [0x80], [0xBF],                           // lone continuation
-        [0xC3, 0x41], [0xE2, 0x82, 0x41],         // missing continuation
+        [0xC0, 0xAF], [0xC1, 0xBF],  // overlong 2-byte
+        [0xE0, 0x80, 0xAF], [0xE0, 0x9F, 0xBF],  // overlong 3-byte
+        [0xF0, 0x80, 0x80, 0xAF],  // overlong 4-byte
+        [0xED, 0xA0, 0x80], [0xED, 0xBF, 0xBF],  // encoded surrogates
+        [0xF4, 0x90, 0x80, 0x80],  // above U+10FFFF
+        [0xF5, 0x80, 0x80, 0x80], [0xFF], [0xFE],  // never valid
+        [0x80], [0xBF],  // lone continuation
+        [0xC3, 0x41], [0xE2, 0x82, 0x41],  // missing continuation
     ]
 
     @Test("invalid sequences inside a name are rejected at their offset", arguments: invalid)
@@ -158,7 +165,9 @@ struct HeaderUTF8Tests {
         expectFailure(.invalidUTF8, makeFile(header: header), offset: 10, detail: "invalid UTF-8 in header")
     }
 
-    @Test("a sequence truncated by the end of the header is rejected", arguments: [[0xC3], [0xE2, 0x82], [0xF0, 0x9F, 0x98]] as [[UInt8]])
+    @Test(
+        "a sequence truncated by the end of the header is rejected",
+        arguments: [[0xC3], [0xE2, 0x82], [0xF0, 0x9F, 0x98]] as [[UInt8]])
     func truncated(sequence: [UInt8]) {
         let header = Array("{}".utf8) + sequence
         expectFailure(.invalidUTF8, makeFile(header: header), offset: 10, detail: "truncated")
@@ -172,8 +181,12 @@ struct HeaderUTF8Tests {
 
     @Test("valid 2-, 3- and 4-byte characters, including the extremes, are accepted")
     func validMultibyte() throws {
-        let names = ["\u{80}", "\u{7FF}", "\u{800}", "\u{D7FF}", "\u{E000}", "\u{FFFF}", "\u{10000}", "\u{10FFFF}", "é€𝄞"]
-        let json = "{" + names.enumerated().map { entry($0.element, "U8", [1], UInt64($0.offset), UInt64($0.offset + 1)) }
+        let names = [
+            "\u{80}", "\u{7FF}", "\u{800}", "\u{D7FF}", "\u{E000}", "\u{FFFF}", "\u{10000}", "\u{10FFFF}", "é€𝄞",
+        ]
+        let json =
+            "{"
+            + names.enumerated().map { entry($0.element, "U8", [1], UInt64($0.offset), UInt64($0.offset + 1)) }
             .joined(separator: ",") + "}"
         let header = try #require(expectHeader(makeFile(json, dataCount: names.count)))
         #expect(header.tensors.map(\.name) == names)
@@ -186,8 +199,9 @@ struct HeaderUTF8Tests {
 struct HeaderJSONSyntaxTests {
     static let one = entry("a", "U8", [1], 0, 1)
 
-    @Test("SP, HT, LF and CR are accepted before and after the object",
-          arguments: [" ", "\t", "\n", "\r", " \t\r\n  "])
+    @Test(
+        "SP, HT, LF and CR are accepted before and after the object",
+        arguments: [" ", "\t", "\n", "\r", " \t\r\n  "])
     func whitespace(ws: String) throws {
         let header = try #require(expectHeader(makeFile(ws + "{" + Self.one + "}" + ws, dataCount: 1)))
         #expect(header.tensors.map(\.name) == ["a"])
@@ -195,61 +209,68 @@ struct HeaderJSONSyntaxTests {
 
     @Test("whitespace between every token is accepted")
     func whitespaceEverywhere() throws {
-        let json = " { \"__metadata__\" : { \"k\" : \"v\" } , \"a\" : { \"dtype\" : \"U8\" , \"shape\" : [ 1 ] ,"
+        let json =
+            " { \"__metadata__\" : { \"k\" : \"v\" } , \"a\" : { \"dtype\" : \"U8\" , \"shape\" : [ 1 ] ,"
             + " \"data_offsets\" : [ 0 , 1 ] , \"x\" : [ 1 , { \"y\" : null } ] } } "
         let header = try #require(expectHeader(makeFile(json, dataCount: 1)))
         #expect(header.tensors.map(\.name) == ["a"])
         #expect(header.metadata == ["k": "v"])
     }
 
-    @Test("anything else around the object is an error",
-          arguments: [
+    @Test(
+        "anything else around the object is an error",
+        arguments: [
             ([0x00], "trailing"), ([0x00, 0x00, 0x00], "trailing"), ([0x0C], "trailing"), ([0xC2, 0xA0], "trailing"),
             (Array("{}".utf8), "trailing"), (Array("x".utf8), "trailing"),
-          ] as [([UInt8], String)])
+        ] as [([UInt8], String)])
     func trailing(suffix: [UInt8], detail: String) {
         let json = Array(("{" + Self.one + "}").utf8)
         expectFailure(.invalidJSON, makeFile(header: json + suffix, data: [0]), detail: detail)
     }
 
-    @Test("a BOM or a leading non-whitespace byte is rejected",
-          arguments: [[0xEF, 0xBB, 0xBF], [0x00], [0x0C], [0xC2, 0xA0]] as [[UInt8]])
+    @Test(
+        "a BOM or a leading non-whitespace byte is rejected",
+        arguments: [[0xEF, 0xBB, 0xBF], [0x00], [0x0C], [0xC2, 0xA0]] as [[UInt8]])
     func leading(prefix: [UInt8]) {
         expectFailure(.invalidJSON, makeFile(header: prefix + Array("{}".utf8)), offset: 8)
     }
 
-    @Test("the top-level value must be an object",
-          arguments: ["[]", "null", "\"x\"", "1", "true", "   ", "", "[{}]"])
+    @Test(
+        "the top-level value must be an object",
+        arguments: ["[]", "null", "\"x\"", "1", "true", "   ", "", "[{}]"])
     func topLevel(json: String) {
         expectFailure(.invalidJSON, makeFile(json))
     }
 
-    @Test("malformed JSON is rejected", arguments: [
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},}",          // trailing comma
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,],\"data_offsets\":[0,1]}}",          // trailing comma in array
-        "{'a':{}}",                                                                  // single quotes
-        "{/*c*/}", "{} // c",                                                        // comments
-        "{\"a\" {}}", "{\"a\":}", "{\"a\"}", "{,}", "{", "{\"a\":{\"dtype\":\"U8\"", // structure
-        "{\"a",                                                                      // unterminated string
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":NaN}}",
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":Infinity}}",
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":tru}}",
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":nul}}",
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":[1 2]}}",
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":{\"k\" 1}}}",
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":{1:1}}}",
-        "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":[}}",
-        "{\"a\\x\":{}}",                                                             // bad escape
-        "{\"a\\u12\":{}}", "{\"a\\u12G4\":{}}",                                      // short / bad \u
-        "{\"\\ud800\":{}}", "{\"\\udc00\":{}}", "{\"\\ud800\\u0041\":{}}",           // lone surrogates
-        "{\"\\ud800x\":{}}", "{\"\\udbff\\ud800\":{}}",
-    ])
+    @Test(
+        "malformed JSON is rejected",
+        arguments: [
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},}",  // trailing comma
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,],\"data_offsets\":[0,1]}}",  // trailing comma in array
+            "{'a':{}}",  // single quotes
+            "{/*c*/}", "{} // c",  // comments
+            "{\"a\" {}}", "{\"a\":}", "{\"a\"}", "{,}", "{", "{\"a\":{\"dtype\":\"U8\"",  // structure
+            "{\"a",  // unterminated string
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":NaN}}",
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":Infinity}}",
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":tru}}",
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":nul}}",
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":[1 2]}}",
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":{\"k\" 1}}}",
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":{1:1}}}",
+            "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":[}}",
+            "{\"a\\x\":{}}",  // bad escape
+            "{\"a\\u12\":{}}", "{\"a\\u12G4\":{}}",  // short / bad \u
+            "{\"\\ud800\":{}}", "{\"\\udc00\":{}}", "{\"\\ud800\\u0041\":{}}",  // lone surrogates
+            "{\"\\ud800x\":{}}", "{\"\\udbff\\ud800\":{}}",
+        ])
     func malformed(json: String) {
         expectFailure(.invalidJSON, makeFile(json, dataCount: 1), detail: "invalid JSON in header: ")
     }
 
-    @Test("raw control characters inside strings are rejected; DEL is not a control character",
-          arguments: Array(UInt8(0)..<0x20))
+    @Test(
+        "raw control characters inside strings are rejected; DEL is not a control character",
+        arguments: Array(UInt8(0)..<0x20))
     func controlCharacters(byte: UInt8) {
         let header = Array("{\"a".utf8) + [byte] + Array("\":{}}".utf8)
         expectFailure(.invalidJSON, makeFile(header: header), offset: 11, detail: "control character")
@@ -257,7 +278,8 @@ struct HeaderJSONSyntaxTests {
 
     @Test("DEL (0x7F) is allowed raw in a name")
     func delAllowed() throws {
-        let header = Array("{\"a".utf8) + [0x7F] + Array("\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1]}}".utf8)
+        let header =
+            Array("{\"a".utf8) + [0x7F] + Array("\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1]}}".utf8)
         let parsed = try #require(expectHeader(makeFile(header: header, data: [0])))
         #expect(parsed.tensors.first?.name == "a\u{7F}")
     }
@@ -267,9 +289,12 @@ struct HeaderJSONSyntaxTests {
         // `{"a" 1}`: the ':' is missing at header position 5.
         expectFailure(.invalidJSON, makeFile("{\"a\" 1}"), offset: 13, detail: "expected ':'")
         let json = "{\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1]} x"
-        let x = json.utf8.firstIndex(of: UInt8(ascii: "x")).map { json.utf8.distance(from: json.utf8.startIndex, to: $0) } ?? 0
-        expectFailure(.invalidJSON, makeFile(json, dataCount: 1), offset: UInt64(8 + x),
-                      detail: "expected ',' or '}' after object member, found 'x'")
+        let x =
+            json.utf8.firstIndex(of: UInt8(ascii: "x")).map { json.utf8.distance(from: json.utf8.startIndex, to: $0) }
+            ?? 0
+        expectFailure(
+            .invalidJSON, makeFile(json, dataCount: 1), offset: UInt64(8 + x),
+            detail: "expected ',' or '}' after object member, found 'x'")
     }
 
     @Test("escapes are decoded in names, including surrogate pairs and U+0000")
@@ -281,12 +306,14 @@ struct HeaderJSONSyntaxTests {
 
     @Test("escaped keys are decoded before comparison")
     func escapedKeys() throws {
-        let json = #"{"__meta\u0064ata__":{"k":"v"},"a":{"d\u0074ype":"U8","shap\u0065":[1],"data_\u006Fffsets":[0,1]}}"#
+        let json =
+            #"{"__meta\u0064ata__":{"k":"v"},"a":{"d\u0074ype":"U8","shap\u0065":[1],"data_\u006Fffsets":[0,1]}}"#
         let header = try #require(expectHeader(makeFile(json, dataCount: 1)))
         #expect(header.metadata == ["k": "v"])
         #expect(header.tensors.map(\.name) == ["a"])
         // A second, escaped `__metadata__` is a duplicate.
-        expectFailure(.invalidJSON, makeFile(#"{"__metadata__":null,"__meta\u0064ata__":null}"#), detail: "duplicate field")
+        expectFailure(
+            .invalidJSON, makeFile(#"{"__metadata__":null,"__meta\u0064ata__":null}"#), detail: "duplicate field")
     }
 
     @Test("nesting: 127 levels are accepted, 128 rejected, also inside ignored fields")
@@ -296,8 +323,9 @@ struct HeaderJSONSyntaxTests {
             let k = levels - 2
             let open = object ? String(repeating: "{\"k\":", count: k - 1) + "{" : String(repeating: "[", count: k)
             let close = String(repeating: object ? "}" : "]", count: k)
-            return makeFile("{\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1],\"x\":" + open + close + "}}",
-                            dataCount: 1)
+            return makeFile(
+                "{\"a\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1],\"x\":" + open + close + "}}",
+                dataCount: 1)
         }
         for object in [false, true] {
             #expect(expectHeader(file(levels: 127, object: object)) != nil)
@@ -318,9 +346,12 @@ struct HeaderJSONSyntaxTests {
 
 @Suite("numbers")
 struct HeaderNumberTests {
-    @Test("shape and data_offsets accept only non-negative integers up to 2^64-1",
-          arguments: ["2.0", "2e0", "2E0", "-0", "-2", "02", "00", "+1", "18446744073709551616",
-                      "99999999999999999999999", "2.5", ".5", "2.", "1e", "-", "\"2\"", "true", "null", "[2]", "{}"])
+    @Test(
+        "shape and data_offsets accept only non-negative integers up to 2^64-1",
+        arguments: [
+            "2.0", "2e0", "2E0", "-0", "-2", "02", "00", "+1", "18446744073709551616",
+            "99999999999999999999999", "2.5", ".5", "2.", "1e", "-", "\"2\"", "true", "null", "[2]", "{}",
+        ])
     func badShapeNumber(text: String) {
         let json = "{\"a\":{\"dtype\":\"U8\",\"shape\":[\(text)],\"data_offsets\":[0,2]}}"
         expectFailure(.invalidJSON, makeFile(json, dataCount: 2), detail: "invalid JSON in header")
@@ -331,8 +362,9 @@ struct HeaderNumberTests {
     @Test("the message names the number that was found")
     func message() {
         let json = "{\"a\":{\"dtype\":\"U8\",\"shape\":[2.0],\"data_offsets\":[0,2]}}"
-        expectFailure(.invalidJSON, makeFile(json, dataCount: 2), tensor: "a", offset: 8 + 28,
-                      detail: "expected a non-negative integer (at most 2^64-1) in shape, found a fraction or exponent: 2.0")
+        expectFailure(
+            .invalidJSON, makeFile(json, dataCount: 2), tensor: "a", offset: 8 + 28,
+            detail: "expected a non-negative integer (at most 2^64-1) in shape, found a fraction or exponent: 2.0")
     }
 
     @Test("0 and 2^64-1 are valid numbers")
@@ -342,23 +374,31 @@ struct HeaderNumberTests {
         #expect(header.tensors.first?.shape == [UInt64.max, 0])
     }
 
-    @Test("ignored fields accept any JSON number that fits a double",
-          arguments: ["0", "-0", "-2", "2.5", "-2.5e-3", "1E+2", "1e-400", "0e99999999999", "1.7976931348623157e308",
-                      "18446744073709551616", "-9223372036854775809", String(repeating: "9", count: 300)])
+    @Test(
+        "ignored fields accept any JSON number that fits a double",
+        arguments: [
+            "0", "-0", "-2", "2.5", "-2.5e-3", "1E+2", "1e-400", "0e99999999999", "1.7976931348623157e308",
+            "18446744073709551616", "-9223372036854775809", String(repeating: "9", count: 300),
+        ])
     func ignoredNumbers(text: String) throws {
         let json = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":[\(text)]}}"
         #expect(expectHeader(makeFile(json, dataCount: 1)) != nil)
     }
 
-    @Test("ignored numbers that overflow a double are rejected, as serde_json does",
-          arguments: ["1e400", "-1e400", "1.8e308", "1.7976931348623159e308", "1e99999999999",
-                      String(repeating: "9", count: 400), "-" + String(repeating: "1", count: 400)])
+    @Test(
+        "ignored numbers that overflow a double are rejected, as serde_json does",
+        arguments: [
+            "1e400", "-1e400", "1.8e308", "1.7976931348623159e308", "1e99999999999",
+            String(repeating: "9", count: 400), "-" + String(repeating: "1", count: 400),
+        ])
     func ignoredOutOfRange(text: String) {
         let json = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":\(text)}}"
         expectFailure(.invalidJSON, makeFile(json, dataCount: 1), detail: "out of range")
     }
 
-    @Test("ignored numbers must still be valid JSON", arguments: ["01", "+1", ".5", "1.", "1e", "1e+", "--1", "0x10", "NaN"])
+    @Test(
+        "ignored numbers must still be valid JSON",
+        arguments: ["01", "+1", ".5", "1.", "1e", "1e+", "--1", "0x10", "NaN"])
     func ignoredMalformed(text: String) {
         let json = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":\(text)}}"
         expectFailure(.invalidJSON, makeFile(json, dataCount: 1))
@@ -374,9 +414,12 @@ struct HeaderModelTests {
         #expect(try #require(expectHeader(makeFile("{}"))).metadata == nil)
         #expect(try #require(expectHeader(makeFile("{\"__metadata__\":null}"))).metadata == nil)
         #expect(try #require(expectHeader(makeFile("{\"__metadata__\":{}}"))).metadata == [:])
-        let header = try #require(expectHeader(makeFile(
-            "{\"__metadata__\":{\"format\":\"pt\",\"\":\"\",\"k\\n\":\"v\\u00e9\"}," + entry("a", "U8", [1], 0, 1) + "}",
-            dataCount: 1)))
+        let header = try #require(
+            expectHeader(
+                makeFile(
+                    "{\"__metadata__\":{\"format\":\"pt\",\"\":\"\",\"k\\n\":\"v\\u00e9\"},"
+                        + entry("a", "U8", [1], 0, 1) + "}",
+                    dataCount: 1)))
         #expect(header.metadata == ["format": "pt", "": "", "k\n": "vé"])
     }
 
@@ -398,47 +441,59 @@ struct HeaderModelTests {
 
     @Test("a tensor-shaped entry under __metadata__ is rejected")
     func metadataReserved() {
-        expectFailure(.invalidJSON, makeFile("{\"__metadata__\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
-                                             dataCount: 1))
+        expectFailure(
+            .invalidJSON,
+            makeFile(
+                "{\"__metadata__\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+                dataCount: 1))
     }
 
     @Test("__metadata__ twice is rejected", arguments: ["null", "{}", "{\"a\":\"b\"}"])
     func metadataTwice(second: String) {
-        expectFailure(.invalidJSON, makeFile("{\"__metadata__\":{},\"__metadata__\":\(second)}"),
-                      detail: "duplicate field `__metadata__`")
+        expectFailure(
+            .invalidJSON, makeFile("{\"__metadata__\":{},\"__metadata__\":\(second)}"),
+            detail: "duplicate field `__metadata__`")
     }
 
     @Test("each of the 22 dtypes is accepted with its bit size", arguments: DType.allCases)
     func allDTypes(dtype: DType) throws {
         let shape: [UInt64] = [2, 4]  // 8 elements: a whole number of bytes for every width
         let bytes = UInt64(8 * dtype.bitCount / 8)
-        let header = try #require(expectHeader(makeFile("{" + entry("t", dtype.rawValue, shape, 0, bytes) + "}",
-                                                        dataCount: Int(bytes))))
+        let header = try #require(
+            expectHeader(
+                makeFile(
+                    "{" + entry("t", dtype.rawValue, shape, 0, bytes) + "}",
+                    dataCount: Int(bytes))))
         #expect(header.tensors == [TensorInfo(name: "t", dtype: dtype, shape: shape, dataOffsets: 0..<bytes)])
     }
 
-    @Test("dtype names are exact and case-sensitive",
-          arguments: ["f32", "F32 ", "Q4_0", "FLOAT", "", "bool", "F8_E4M3FN", "U128", "F8_E4M3FNUZX", "BOOL\\u0000"])
+    @Test(
+        "dtype names are exact and case-sensitive",
+        arguments: ["f32", "F32 ", "Q4_0", "FLOAT", "", "bool", "F8_E4M3FN", "U128", "F8_E4M3FNUZX", "BOOL\\u0000"])
     func unknownDType(name: String) {
-        expectFailure(.invalidJSON, makeFile("{" + entry("t", name, [1], 0, 1) + "}", dataCount: 1), tensor: "t",
-                      detail: "is not one of the 22 safetensors dtypes")
+        expectFailure(
+            .invalidJSON, makeFile("{" + entry("t", name, [1], 0, 1) + "}", dataCount: 1), tensor: "t",
+            detail: "is not one of the 22 safetensors dtypes")
     }
 
     @Test("the dtype message quotes the name")
     func dtypeMessage() {
-        expectFailure(.invalidJSON, makeFile("{" + entry("t", "f32", [1], 0, 4) + "}", dataCount: 4),
-                      detail: "dtype \"f32\" is not one of the 22 safetensors dtypes")
+        expectFailure(
+            .invalidJSON, makeFile("{" + entry("t", "f32", [1], 0, 4) + "}", dataCount: 4),
+            detail: "dtype \"f32\" is not one of the 22 safetensors dtypes")
     }
 
-    @Test("a dtype that is not a string is rejected (serde's {\"U8\":null} form included)",
-          arguments: ["1", "null", "[\"U8\"]", "{\"U8\":null}"])
+    @Test(
+        "a dtype that is not a string is rejected (serde's {\"U8\":null} form included)",
+        arguments: ["1", "null", "[\"U8\"]", "{\"U8\":null}"])
     func dtypeNotString(value: String) {
         let json = "{\"t\":{\"dtype\":\(value),\"shape\":[1],\"data_offsets\":[0,1]}}"
         expectFailure(.invalidJSON, makeFile(json, dataCount: 1), tensor: "t")
     }
 
-    @Test("a tensor entry must be an object (serde's array form included)",
-          arguments: ["null", "1", "\"U8\"", "[]", "[\"U8\",[1],[0,1]]"])
+    @Test(
+        "a tensor entry must be an object (serde's array form included)",
+        arguments: ["null", "1", "\"U8\"", "[]", "[\"U8\",[1],[0,1]]"])
     func entryNotObject(value: String) {
         expectFailure(.invalidJSON, makeFile("{\"t\":\(value)}", dataCount: 1), tensor: "t")
     }
@@ -447,12 +502,14 @@ struct HeaderModelTests {
     func missingField(field: String) {
         var fields = ["\"dtype\":\"U8\"", "\"shape\":[1]", "\"data_offsets\":[0,1]"]
         fields.removeAll { $0.hasPrefix("\"\(field)\"") }
-        expectFailure(.invalidJSON, makeFile("{\"t\":{" + fields.joined(separator: ",") + "}}", dataCount: 1),
-                      tensor: "t", detail: "missing field `\(field)`")
+        expectFailure(
+            .invalidJSON, makeFile("{\"t\":{" + fields.joined(separator: ",") + "}}", dataCount: 1),
+            tensor: "t", detail: "missing field `\(field)`")
     }
 
-    @Test("a known field twice is rejected, even with the same value",
-          arguments: ["\"dtype\":\"U8\"", "\"shape\":[1]", "\"data_offsets\":[0,1]"])
+    @Test(
+        "a known field twice is rejected, even with the same value",
+        arguments: ["\"dtype\":\"U8\"", "\"shape\":[1]", "\"data_offsets\":[0,1]"])
     func duplicateField(field: String) {
         let json = "{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\(field)}}"
         expectFailure(.invalidJSON, makeFile(json, dataCount: 1), tensor: "t", detail: "duplicate field")
@@ -460,14 +517,16 @@ struct HeaderModelTests {
 
     @Test("unknown fields are ignored, whatever they hold")
     func unknownFields() throws {
-        let json = "{\"t\":{\"DTYPE\":\"nope\",\"dtype\":\"U8\",\"x\":{\"a\":[1,-2.5e3,true,false,null,\"s\\u00e9\",{}],\"b\":[]},"
+        let json =
+            "{\"t\":{\"DTYPE\":\"nope\",\"dtype\":\"U8\",\"x\":{\"a\":[1,-2.5e3,true,false,null,\"s\\u00e9\",{}],\"b\":[]},"
             + "\"shape\":[1],\"Shape\":7,\"data_offsets\":[0,1],\"\":null,\"dtype \":[[[]]]}}"
         let header = try #require(expectHeader(makeFile(json, dataCount: 1)))
         #expect(header.tensors == [TensorInfo(name: "t", dtype: .U8, shape: [1], dataOffsets: 0..<1)])
     }
 
-    @Test("shape must be an array of integers; rank has no limit",
-          arguments: ["1", "null", "{}", "\"1\"", "[[1]]", "[1,\"1\"]"])
+    @Test(
+        "shape must be an array of integers; rank has no limit",
+        arguments: ["1", "null", "{}", "\"1\"", "[[1]]", "[1,\"1\"]"])
     func badShape(value: String) {
         let json = "{\"t\":{\"dtype\":\"U8\",\"shape\":\(value),\"data_offsets\":[0,1]}}"
         expectFailure(.invalidJSON, makeFile(json, dataCount: 1), tensor: "t")
@@ -480,8 +539,9 @@ struct HeaderModelTests {
         #expect(header.tensors.first?.shape == shape)
     }
 
-    @Test("data_offsets must be exactly two integers",
-          arguments: ["[]", "[0]", "[0,1,1]", "[0,1,2,3]", "{\"0\":0,\"1\":1}", "1", "null", "[0,\"1\"]"])
+    @Test(
+        "data_offsets must be exactly two integers",
+        arguments: ["[]", "[0]", "[0,1,1]", "[0,1,2,3]", "{\"0\":0,\"1\":1}", "1", "null", "[0,\"1\"]"])
     func badOffsets(value: String) {
         let json = "{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":\(value)}}"
         expectFailure(.invalidJSON, makeFile(json, dataCount: 1), tensor: "t")
@@ -492,7 +552,9 @@ struct HeaderModelTests {
         let long = String(repeating: "x", count: 1000)
         let names = ["", "../../etc/passwd", "a\"b", "🙂", long, "a\u{0}b"]
         let escaped = ["", "../../etc/passwd", "a\\\"b", "🙂", long, "a\\u0000b"]
-        let json = "{" + escaped.enumerated().map { entry($0.element, "U8", [1], UInt64($0.offset), UInt64($0.offset + 1)) }
+        let json =
+            "{"
+            + escaped.enumerated().map { entry($0.element, "U8", [1], UInt64($0.offset), UInt64($0.offset + 1)) }
             .joined(separator: ",") + "}"
         let header = try #require(expectHeader(makeFile(json, dataCount: names.count)))
         #expect(header.tensors.map(\.name) == names)
@@ -527,7 +589,9 @@ struct HeaderDuplicateNameTests {
         let nfc = "caf\u{E9}", nfd = "cafe\u{301}"
         let angstrom = "\u{212B}", aRing = "\u{C5}"
         #expect(nfc == nfd)  // Swift's String == would merge them
-        let json = "{" + [nfc, nfd, angstrom, aRing].enumerated()
+        let json =
+            "{"
+            + [nfc, nfd, angstrom, aRing].enumerated()
             .map { entry($0.element, "U8", [1], UInt64($0.offset), UInt64($0.offset + 1)) }.joined(separator: ",") + "}"
         let header = try #require(expectHeader(makeFile(json, dataCount: 4)))
         #expect(header.tensors.map { Array($0.name.utf8) } == [nfc, nfd, angstrom, aRing].map { Array($0.utf8) })
@@ -591,7 +655,8 @@ struct HeaderValidationTests {
 
     @Test("{} followed by data is incompleteBuffer")
     func emptyWithData() {
-        expectFailure(.incompleteBuffer, makeFile("{}", dataCount: 3), offset: 10, detail: "3 bytes after the last tensor")
+        expectFailure(
+            .incompleteBuffer, makeFile("{}", dataCount: 3), offset: 10, detail: "3 bytes after the last tensor")
     }
 
     @Test("trailing data after the last tensor is incompleteBuffer")
@@ -609,32 +674,40 @@ struct HeaderValidationTests {
 
     @Test("a hole between tensors or before the first is invalidOffset, naming the tensor")
     func holes() {
-        expectFailure(.invalidOffset, file([entry("a", "U8", [8], 0, 8), entry("b", "U8", [10], 10, 20)], dataCount: 20),
-                      tensor: "b", detail: "data_offsets [10, 20] leave a hole: expected begin 8")
-        expectFailure(.invalidOffset, file([entry("a", "U8", [2], 2, 4)], dataCount: 4), tensor: "a",
-                      detail: "expected begin 0")
+        expectFailure(
+            .invalidOffset, file([entry("a", "U8", [8], 0, 8), entry("b", "U8", [10], 10, 20)], dataCount: 20),
+            tensor: "b", detail: "data_offsets [10, 20] leave a hole: expected begin 8")
+        expectFailure(
+            .invalidOffset, file([entry("a", "U8", [2], 2, 4)], dataCount: 4), tensor: "a",
+            detail: "expected begin 0")
     }
 
     @Test("overlapping or identical ranges are invalidOffset")
     func overlaps() {
-        expectFailure(.invalidOffset, file([entry("a", "U8", [4], 0, 4), entry("b", "U8", [4], 2, 6)], dataCount: 6),
-                      tensor: "b", detail: "overlap")
-        expectFailure(.invalidOffset, file([entry("a", "U8", [4], 0, 4), entry("b", "U8", [4], 0, 4)], dataCount: 4),
-                      tensor: "b")
+        expectFailure(
+            .invalidOffset, file([entry("a", "U8", [4], 0, 4), entry("b", "U8", [4], 2, 6)], dataCount: 6),
+            tensor: "b", detail: "overlap")
+        expectFailure(
+            .invalidOffset, file([entry("a", "U8", [4], 0, 4), entry("b", "U8", [4], 0, 4)], dataCount: 4),
+            tensor: "b")
     }
 
     @Test("begin > end is invalidOffset")
     func reversed() {
-        expectFailure(.invalidOffset, file([entry("a", "U8", [0], 0, 0), entry("b", "U8", [2], 4, 2)], dataCount: 4),
-                      tensor: "b", detail: "end before they begin")
+        expectFailure(
+            .invalidOffset, file([entry("a", "U8", [0], 0, 0), entry("b", "U8", [2], 4, 2)], dataCount: 4),
+            tensor: "b", detail: "end before they begin")
         expectFailure(.invalidOffset, file([entry("a", "U8", [1], 1, 0)], dataCount: 1), tensor: "a")
     }
 
     @Test("JSON order does not matter: tensors come back in data order")
     func outOfOrder() throws {
-        let header = try #require(expectHeader(file([
-            entry("c", "F32", [1], 6, 10), entry("a", "U8", [2], 0, 2), entry("b", "I32", [1], 2, 6),
-        ], dataCount: 10)))
+        let header = try #require(
+            expectHeader(
+                file(
+                    [
+                        entry("c", "F32", [1], 6, 10), entry("a", "U8", [2], 0, 2), entry("b", "I32", [1], 2, 6),
+                    ], dataCount: 10)))
         #expect(header.tensors.map(\.name) == ["a", "b", "c"])
         #expect(header.tensors.map(\.dataOffsets) == [0..<2, 2..<6, 6..<10])
     }
@@ -643,8 +716,9 @@ struct HeaderValidationTests {
     func subByte() {
         #expect(expectHeader(file([entry("f", "F4", [2, 3], 0, 3)], dataCount: 3)) != nil)
         #expect(expectHeader(file([entry("f", "F6_E2M3", [4], 0, 3)], dataCount: 3)) != nil)
-        expectFailure(.misalignedSlice, file([entry("f", "F4", [3], 0, 2)], dataCount: 2), tensor: "f",
-                      offset: UInt64(8 + 2 + entry("f", "F4", [3], 0, 2).utf8.count))
+        expectFailure(
+            .misalignedSlice, file([entry("f", "F4", [3], 0, 2)], dataCount: 2), tensor: "f",
+            offset: UInt64(8 + 2 + entry("f", "F4", [3], 0, 2).utf8.count))
         expectFailure(.misalignedSlice, file([entry("f", "F6_E3M2", [1], 0, 1)], dataCount: 1), tensor: "f")
     }
 
@@ -653,15 +727,17 @@ struct HeaderValidationTests {
         #expect(expectHeader(file([entry("z", "U8", [UInt64.max, 0], 0, 0)], dataCount: 0)) != nil)
         expectFailure(.overflow, file([entry("z", "U8", [UInt64.max, 2, 0], 0, 0)], dataCount: 0), tensor: "z")
         expectFailure(.overflow, file([entry("z", "U8", [1 << 62, 1 << 62], 0, 0)], dataCount: 0), tensor: "z")
-        expectFailure(.overflow, file([entry("z", "U8", [1 << 61], 0, 0)], dataCount: 0), tensor: "z",
-                      detail: "overflows 64 bits")
+        expectFailure(
+            .overflow, file([entry("z", "U8", [1 << 61], 0, 0)], dataCount: 0), tensor: "z",
+            detail: "overflows 64 bits")
         expectFailure(.overflow, file([entry("z", "U8", [UInt64.max], 0, 0)], dataCount: 0), tensor: "z")
     }
 
     @Test("a range that does not match shape x dtype is tensorInvalidInfo", arguments: [3, 5] as [UInt64])
     func wrongSize(end: UInt64) {
-        expectFailure(.tensorInvalidInfo, file([entry("w", "F32", [1], 0, end)], dataCount: Int(end)), tensor: "w",
-                      detail: "span \(end) bytes but F32 shape [1] needs 4")
+        expectFailure(
+            .tensorInvalidInfo, file([entry("w", "F32", [1], 0, end)], dataCount: Int(end)), tensor: "w",
+            detail: "span \(end) bytes but F32 shape [1] needs 4")
     }
 
     @Test("offsets near 2^64 are handled with checked arithmetic")
@@ -669,12 +745,14 @@ struct HeaderValidationTests {
         let max = UInt64.max
         // The largest U8 tensor whose bit count fits in 64 bits.
         let big: UInt64 = (1 << 61) - 1
-        expectFailure(.truncated, file([entry("b", "U8", [big], 0, big)], dataCount: 4), tensor: nil,
-                      detail: "\(big - 4) bytes missing")
+        expectFailure(
+            .truncated, file([entry("b", "U8", [big], 0, big)], dataCount: 4), tensor: nil,
+            detail: "\(big - 4) bytes missing")
         // Eight of them: a valid table ending at 2^64 - 8, so 8 + N + end overflows. No trap.
         let eight = (0..<8).map { entry("t\($0)", "U8", [big], UInt64($0) * big, UInt64($0 + 1) * big) }
         expectFailure(.incompleteBuffer, file(eight, dataCount: 0), tensor: "t7")
-        expectFailure(.invalidOffset, file([entry("a", "U8", [1], max, max)], dataCount: 0), tensor: "a", offset: .some(nil))
+        expectFailure(
+            .invalidOffset, file([entry("a", "U8", [1], max, max)], dataCount: 0), tensor: "a", offset: .some(nil))
         expectFailure(.tensorInvalidInfo, file([entry("a", "U8", [1], 0, max)], dataCount: 0), tensor: "a")
     }
 
@@ -686,8 +764,9 @@ struct HeaderValidationTests {
     @Test("the checks run in the reference's order")
     func checkOrder() {
         // Tensors are checked one by one in data order: a's size error comes before b's hole.
-        expectFailure(.tensorInvalidInfo, file([entry("a", "U8", [1], 0, 2), entry("b", "U8", [1], 5, 6)], dataCount: 6),
-                      tensor: "a")
+        expectFailure(
+            .tensorInvalidInfo, file([entry("a", "U8", [1], 0, 2), entry("b", "U8", [1], 5, 6)], dataCount: 6),
+            tensor: "a")
         // Table errors come before the coverage check.
         expectFailure(.invalidOffset, file([entry("a", "U8", [1], 1, 2)], dataCount: 100), tensor: "a")
     }
@@ -704,8 +783,10 @@ private struct GeneratedFile {
 }
 
 private enum Gen {
-    static let nameAtoms = ["a", "b", "z", "0", "_", ".", "/", "\"", "\\", "\n", "\u{0}", "\u{1F}", "\u{7F}", " ",
-                            "\u{E9}", "e\u{301}", "\u{20AC}", "\u{1F600}", "\u{212B}", "\u{C5}"]
+    static let nameAtoms = [
+        "a", "b", "z", "0", "_", ".", "/", "\"", "\\", "\n", "\u{0}", "\u{1F}", "\u{7F}", " ",
+        "\u{E9}", "e\u{301}", "\u{20AC}", "\u{1F600}", "\u{212B}", "\u{C5}",
+    ]
     static let whitespace = ["", "", "", " ", "\t", "\n", "\r", "  ", " \r\n"]
 
     static func pick<T>(_ items: [T], _ rng: inout SplitMix64) -> T { items[Int(rng.next() % UInt64(items.count))] }
@@ -745,10 +826,12 @@ private enum Gen {
         case 6: return "[]"
         case 7:
             let n = Int(rng.next() % 3)
-            return "[" + (0..<n).map { _ in ws(&rng) + value(&rng, depth: depth + 1) + ws(&rng) }.joined(separator: ",") + "]"
+            return "[" + (0..<n).map { _ in ws(&rng) + value(&rng, depth: depth + 1) + ws(&rng) }.joined(separator: ",")
+                + "]"
         default:
             let n = Int(rng.next() % 3)
-            return "{" + (0..<n).map { i in ws(&rng) + "\"k\(i)\":" + ws(&rng) + value(&rng, depth: depth + 1) }
+            return "{"
+                + (0..<n).map { i in ws(&rng) + "\"k\(i)\":" + ws(&rng) + value(&rng, depth: depth + 1) }
                 .joined(separator: ",") + "}"
         }
     }
@@ -789,15 +872,17 @@ private enum Gen {
             let s = specs[i]
             var fields = [
                 "\"dtype\":" + ws(&rng) + "\"\(s.dtype.rawValue)\"",
-                "\"shape\":" + ws(&rng) + "[" + s.shape.map { ws(&rng) + String($0) + ws(&rng) }.joined(separator: ",") + "]",
+                "\"shape\":" + ws(&rng) + "[" + s.shape.map { ws(&rng) + String($0) + ws(&rng) }.joined(separator: ",")
+                    + "]",
                 "\"data_offsets\":" + ws(&rng) + "[\(offsets[i].lowerBound),\(ws(&rng))\(offsets[i].upperBound)]",
             ]
             for k in 0..<Int(rng.next() % 3) where rng.next() % 2 == 0 {
                 fields.append("\"x\(k)\":" + ws(&rng) + value(&rng))
             }
             fields.shuffle(using: &rng)
-            members.append(quote(s.name, &rng) + ws(&rng) + ":" + ws(&rng) + "{" + ws(&rng)
-                           + fields.joined(separator: ws(&rng) + "," + ws(&rng)) + ws(&rng) + "}")
+            members.append(
+                quote(s.name, &rng) + ws(&rng) + ":" + ws(&rng) + "{" + ws(&rng)
+                    + fields.joined(separator: ws(&rng) + "," + ws(&rng)) + ws(&rng) + "}")
         }
         var metadata: [String: String]?
         switch rng.next() % 4 {
@@ -814,10 +899,12 @@ private enum Gen {
                 parts.append(quote(key, &rng) + ws(&rng) + ":" + ws(&rng) + quote(value, &rng))
             }
             metadata = map
-            members.insert("\"__metadata__\":" + ws(&rng) + "{" + parts.joined(separator: ",") + "}",
-                           at: Int(rng.next() % UInt64(members.count + 1)))
+            members.insert(
+                "\"__metadata__\":" + ws(&rng) + "{" + parts.joined(separator: ",") + "}",
+                at: Int(rng.next() % UInt64(members.count + 1)))
         }
-        let json = ws(&rng) + "{" + ws(&rng) + members.joined(separator: ws(&rng) + "," + ws(&rng)) + ws(&rng) + "}"
+        let json =
+            ws(&rng) + "{" + ws(&rng) + members.joined(separator: ws(&rng) + "," + ws(&rng)) + ws(&rng) + "}"
             + String(repeating: " ", count: Int(rng.next() % 8)) + ws(&rng)
         let data = (0..<cursor).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         // Expected: data order, ties (zero-size tensors) in JSON order.
@@ -829,8 +916,9 @@ private enum Gen {
         let tensors = expectedOrder.map {
             TensorInfo(name: specs[$0].name, dtype: specs[$0].dtype, shape: specs[$0].shape, dataOffsets: offsets[$0])
         }
-        return GeneratedFile(bytes: makeFile(header: Array(json.utf8), data: data), tensors: tensors,
-                             metadata: metadata, json: json)
+        return GeneratedFile(
+            bytes: makeFile(header: Array(json.utf8), data: data), tensors: tensors,
+            metadata: metadata, json: json)
     }
 }
 
@@ -842,7 +930,9 @@ extension String {
 }
 
 /// Checks the invariants every successfully parsed header must satisfy.
-private func checkInvariants(_ header: Header, fileSize: Int, context: String, sourceLocation: SourceLocation = #_sourceLocation) {
+private func checkInvariants(
+    _ header: Header, fileSize: Int, context: String, sourceLocation: SourceLocation = #_sourceLocation
+) {
     var cursor: UInt64 = 0
     var names = Set<[UInt8]>()
     for t in header.tensors {
@@ -906,8 +996,9 @@ struct HeaderPropertyTests {
                 bytes[position] = UInt8(value)
                 if case .success(let header)? = outcome(bytes) {
                     accepted += 1
-                    checkInvariants(header, fileSize: bytes.count,
-                                    context: "seed \(fileSeed), byte \(position) set to \(value)")
+                    checkInvariants(
+                        header, fileSize: bytes.count,
+                        context: "seed \(fileSeed), byte \(position) set to \(value)")
                 }
             }
         }
@@ -916,7 +1007,8 @@ struct HeaderPropertyTests {
 
     @Test("every single-byte change of a hand-written file with every feature parses or throws")
     func byteChangesHandWritten() {
-        let json = #" {"__metadata__":{"k\n":"v\u00e9","k\n":"w"},"\u0061\ud83d\ude00":{"dtype":"F4","x":[{"y":-0.5e1}],"#
+        let json =
+            #" {"__metadata__":{"k\n":"v\u00e9","k\n":"w"},"\u0061\ud83d\ude00":{"dtype":"F4","x":[{"y":-0.5e1}],"#
             + #""shape":[2,3],"data_offsets":[2,5]},"z":{"dtype":"U8","shape":[0],"data_offsets":[2,2]},"#
             + #""b":{"shape":[],"dtype":"F16","data_offsets":[0,2]}}  "#
         let original = makeFile(header: Array(json.utf8), data: [1, 2, 3, 4, 5])
@@ -938,7 +1030,8 @@ struct HeaderPropertyTests {
     @Test("arbitrary seeded random bytes never trap", arguments: [31, 32] as [UInt64])
     func randomBytes(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
-        let alphabet = Array("{}[]\":, \t\n\\u0123456789abcdefe.-+EdtypshaoffsU8F32ln\u{1}".utf8) + [0x00, 0xC3, 0xA9, 0xED, 0xFF]
+        let alphabet =
+            Array("{}[]\":, \t\n\\u0123456789abcdefe.-+EdtypshaoffsU8F32ln\u{1}".utf8) + [0x00, 0xC3, 0xA9, 0xED, 0xFF]
         for _ in 0..<2_000 {
             let n = Int(rng.next() % 64)
             let header = (0..<n).map { _ in Gen.pick(alphabet, &rng) }
@@ -952,7 +1045,8 @@ struct HeaderPropertyTests {
         var entries: [String] = []
         var offset: UInt64 = 0
         for i in 0..<2_500 {
-            let name = "lora_unet_down_blocks_\(i % 4)_attentions_\(i % 2)_transformer_blocks_\(i)_attn1_to_k.lora_down.weight"
+            let name =
+                "lora_unet_down_blocks_\(i % 4)_attentions_\(i % 2)_transformer_blocks_\(i)_attn1_to_k.lora_down.weight"
             entries.append(entry(name, "F16", [4, 8], offset, offset + 64))
             offset += 64
         }
@@ -1008,22 +1102,36 @@ struct HeaderReferenceCrossCheckTests {
         (#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, 2),
         (#"{"a":{"dtype":"F8_E5M2FNUZ","shape":[3],"data_offsets":[0,3]}}"#, 3),
         (#"{"a":{"dtype":"f32","shape":[1],"data_offsets":[0,4]}}"#, 4),
-        (#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#, 1),
-        (#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[0],"data_offsets":[1,1]}}"#, 2),
+        (
+            #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#,
+            1
+        ),
+        (
+            #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[0],"data_offsets":[1,1]}}"#,
+            2
+        ),
         (#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#, 2),
         (#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, 2),
         (#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"dtype":"U8"}}"#, 1),
-        (#"{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1],"x":"#
-            + String(repeating: "[", count: 125) + String(repeating: "]", count: 125) + "}}", 1),
-        (#"{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1],"x":"#
-            + String(repeating: "[", count: 126) + String(repeating: "]", count: 126) + "}}", 1),
-        ("{\"caf\u{E9}\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-            + "\"cafe\u{301}\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2),
+        (
+            #"{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1],"x":"#
+                + String(repeating: "[", count: 125) + String(repeating: "]", count: 125) + "}}", 1
+        ),
+        (
+            #"{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1],"x":"#
+                + String(repeating: "[", count: 126) + String(repeating: "]", count: 126) + "}}", 1
+        ),
+        (
+            "{\"caf\u{E9}\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                + "\"cafe\u{301}\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2
+        ),
     ]
 
-    @Test("the reference accepts exactly the files graft accepts (duplicate names aside)",
-          .enabled(if: PythonRunner.hasSafetensors || PythonRunner.isCI,
-                   "python3 with safetensors and numpy not found; skipping the reference cross-check"))
+    @Test(
+        "the reference accepts exactly the files graft accepts (duplicate names aside)",
+        .enabled(
+            if: PythonRunner.hasSafetensors || PythonRunner.isCI,
+            "python3 with safetensors and numpy not found; skipping the reference cross-check"))
     func crossCheck() throws {
         guard PythonRunner.hasSafetensors else {
             Issue.record("CI is set but `python3 -c \"import safetensors, numpy\"` fails; run `make deps`")
@@ -1033,7 +1141,9 @@ struct HeaderReferenceCrossCheckTests {
         func add(_ bytes: [UInt8], _ about: String) {
             cases.append((String(format: "case-%04d.safetensors", cases.count), bytes, about))
         }
-        for (json, dataCount) in Self.curated { add(makeFile(json, dataCount: dataCount), "curated \(json.debugDescription)") }
+        for (json, dataCount) in Self.curated {
+            add(makeFile(json, dataCount: dataCount), "curated \(json.debugDescription)")
+        }
         add(makeFile(header: Array("{}".utf8), declaredLength: 1 << 63), "huge N on a tiny file")
         add(makeFile(header: Array("{}".utf8), declaredLength: 100_000_001), "N just above the limit")
         add([1, 2, 3], "3-byte file")
@@ -1054,7 +1164,8 @@ struct HeaderReferenceCrossCheckTests {
         }
 
         let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("graft-xcheck-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
+            .appendingPathComponent(
+                "graft-xcheck-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         for c in cases { try Data(c.bytes).write(to: directory.appendingPathComponent(c.name)) }
@@ -1106,22 +1217,41 @@ struct ForeignFormatTests {
         ("PyTorch zip (.ckpt)", zipHeader("archive/data.pkl"), "PyTorch checkpoint (.ckpt/.pt/.pth, a zip archive"),
         ("PyTorch zip, named archive", zipHeader("v1-5-pruned/data.pkl"), "PyTorch checkpoint"),
         ("another zip", zipHeader("my_lora/my_lora.safetensors"), "a zip archive, not a model file"),
-        ("raw pickle protocol 2", [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19],
-         "PyTorch checkpoint (.ckpt/.pt/.pth, a raw Python pickle)"),
-        ("raw pickle protocol 4", [0x80, 0x04, 0x95, 0x1A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7D, 0x94], "pickle"),
+        (
+            "raw pickle protocol 2",
+            [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19],
+            "PyTorch checkpoint (.ckpt/.pt/.pth, a raw Python pickle)"
+        ),
+        (
+            "raw pickle protocol 4", [0x80, 0x04, 0x95, 0x1A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7D, 0x94],
+            "pickle"
+        ),
         ("HTML", Array("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n".utf8), "HTML page"),
-        ("HTML, lower case, leading blank lines", Array("\n\n   <html lang=\"en\"><body>Not found</body></html>".utf8), "HTML page"),
-        ("XML error", Array("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code></Error>".utf8),
-         "XML document"),
-        ("JSON error body", Array("{\"error\":\"Invalid username or password.\"}".utf8),
-         "JSON document, not a model (an error response from a model hub?): {\"error\":\"Invalid username or password.\"}"),
-        ("git-lfs pointer", Array(("version https://git-lfs.github.com/spec/v1\noid sha256:4a3b2c1d\n"
-                                   + "size 6938078334\n").utf8), "git-lfs pointer, not the file it points to of 6938078334 bytes"),
+        (
+            "HTML, lower case, leading blank lines",
+            Array("\n\n   <html lang=\"en\"><body>Not found</body></html>".utf8), "HTML page"
+        ),
+        (
+            "XML error",
+            Array("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code></Error>".utf8),
+            "XML document"
+        ),
+        (
+            "JSON error body", Array("{\"error\":\"Invalid username or password.\"}".utf8),
+            "JSON document, not a model (an error response from a model hub?): {\"error\":\"Invalid username or password.\"}"
+        ),
+        (
+            "git-lfs pointer",
+            Array(
+                ("version https://git-lfs.github.com/spec/v1\noid sha256:4a3b2c1d\n"
+                    + "size 6938078334\n").utf8), "git-lfs pointer, not the file it points to of 6938078334 bytes"
+        ),
         ("GGUF", Array("GGUF".utf8) + [3, 0, 0, 0, 0x2A, 0, 0, 0, 0, 0, 0, 0], "GGUF"),
     ]
 
-    @Test("an implausible length prefix on a known format is notSafeTensors, naming the format",
-          arguments: cases.indices)
+    @Test(
+        "an implausible length prefix on a known format is notSafeTensors, naming the format",
+        arguments: cases.indices)
     func recognised(index: Int) {
         let (name, bytes, phrase) = Self.cases[index]
         let e = expectFailure(.notSafeTensors, bytes + Array(repeating: 0x20, count: 64), offset: 0)
@@ -1150,7 +1280,8 @@ struct ForeignFormatTests {
     @Test("a file whose data ends early is truncated; data after the last tensor stays incompleteBuffer")
     func truncatedData() {
         let header = Array(#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#.utf8)
-        expectFailure(.truncated, makeFile(header: header, data: Array(repeating: 0, count: 5)), detail: "11 bytes missing")
+        expectFailure(
+            .truncated, makeFile(header: header, data: Array(repeating: 0, count: 5)), detail: "11 bytes missing")
         expectFailure(.incompleteBuffer, makeFile(header: header, data: Array(repeating: 0, count: 17)))
     }
 }

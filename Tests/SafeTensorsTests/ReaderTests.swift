@@ -25,8 +25,11 @@ private func withReaderDirectory<T>(_ body: (URL) throws -> T) throws -> T {
 }
 
 /// The bytes of a complete file for `tensors` (name, dtype, shape, data), via FileLayout.
-private func fileBytes(_ tensors: [(String, DType, [UInt64], [UInt8])], metadata: [String: String]? = nil) throws -> [UInt8] {
-    let layout = try FileLayout(tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }, metadata: metadata)
+private func fileBytes(_ tensors: [(String, DType, [UInt64], [UInt8])], metadata: [String: String]? = nil) throws
+    -> [UInt8]
+{
+    let layout = try FileLayout(
+        tensors: tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }, metadata: metadata)
     var out = layout.headerBytes
     for t in layout.tensors {
         out += tensors.first { Array($0.0.utf8) == Array(t.name.utf8) }!.3
@@ -73,7 +76,10 @@ private func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v
 /// A small file with every kind of tensor used below.
 private func sampleTensors() -> [(String, DType, [UInt64], [UInt8])] {
     [
-        ("w", .F32, [2, 2], le(Float(1).bitPattern) + le(Float(-2).bitPattern) + le(Float(0.5).bitPattern) + le(Float(8).bitPattern)),
+        (
+            "w", .F32, [2, 2],
+            le(Float(1).bitPattern) + le(Float(-2).bitPattern) + le(Float(0.5).bitPattern) + le(Float(8).bitPattern)
+        ),
         ("h", .F16, [3], le(Float16(1).bitPattern) + le(Float16(-1).bitPattern) + le(Float16(0.25).bitPattern)),
         ("i", .I64, [], le(Int64(-7))),
         ("b", .BOOL, [2], [1, 0]),
@@ -102,7 +108,7 @@ struct SourceReaderTests {
                 #expect(t.shape == shape)
                 #expect(Array(f.data(of: t)) == data, "\(name)")
                 #expect(f.fileOffset(of: t) == f.header.dataStart + Int(t.dataOffsets.lowerBound))
-                #expect(Array(bytes[f.fileOffset(of: t) ..< f.fileOffset(of: t) + t.byteCount]) == data)
+                #expect(Array(bytes[f.fileOffset(of: t)..<f.fileOffset(of: t) + t.byteCount]) == data)
             }
             #expect(f.tensor(named: "missing") == nil)
         }
@@ -161,8 +167,9 @@ struct SourceReaderTests {
         }
     }
 
-    @Test("a .zst file is decompressed transparently (levels 1 and 19)",
-          .enabled(if: zstdTool != nil || readerCI, "zstd command-line tool not found"), arguments: [1, 19])
+    @Test(
+        "a .zst file is decompressed transparently (levels 1 and 19)",
+        .enabled(if: zstdTool != nil || readerCI, "zstd command-line tool not found"), arguments: [1, 19])
     func zstdFile(level: Int) throws {
         try withReaderDirectory { dir in
             let plain = dir.appendingPathComponent("a.safetensors")
@@ -193,8 +200,9 @@ struct SourceReaderTests {
         }
     }
 
-    @Test("a truncated .zst is a compression error naming the file, at every cut",
-          .enabled(if: zstdTool != nil || readerCI, "zstd command-line tool not found"))
+    @Test(
+        "a truncated .zst is a compression error naming the file, at every cut",
+        .enabled(if: zstdTool != nil || readerCI, "zstd command-line tool not found"))
     func truncatedZstd() throws {
         try withReaderDirectory { dir in
             let plain = dir.appendingPathComponent("a.safetensors")
@@ -229,7 +237,8 @@ struct SourceReaderTests {
                 let garbage = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
                 try write([0x28, 0xB5, 0x2F, 0xFD] + garbage, to: url)
                 let e = try #require(openFailure(url.path), "seed \(seed), \(length) bytes")
-                #expect(e.kind == .compression || e.kind == .headerTooSmall || e.kind == .headerTooLarge
+                #expect(
+                    e.kind == .compression || e.kind == .headerTooSmall || e.kind == .headerTooLarge
                         || e.kind == .invalidHeaderLength, "seed \(seed), \(length) bytes: \(e)")
                 #expect(e.file == url.path)
             }
@@ -239,7 +248,6 @@ struct SourceReaderTests {
         }
     }
 }
-
 
 // MARK: - Things that are not safetensors files
 
@@ -278,8 +286,9 @@ struct BadSourceReaderTests {
     @Test("a diffusers folder (with model_index.json) is notSafeTensors, not a bare io error")
     func diffusersFolder() throws {
         try withReaderDirectory { dir in
-            try write(Array(#"{"_class_name": "StableDiffusionXLPipeline"}"#.utf8),
-                      to: dir.appendingPathComponent("model_index.json"))
+            try write(
+                Array(#"{"_class_name": "StableDiffusionXLPipeline"}"#.utf8),
+                to: dir.appendingPathComponent("model_index.json"))
             let e = try #require(openFailure(dir.path))
             #expect(e.kind == .notSafeTensors)
             #expect(e.file == dir.path)
@@ -336,16 +345,20 @@ struct ValueReaderTests {
         (.U64, le(UInt64(1) << 63), 9_223_372_036_854_775_808),
     ]
 
-    @Test("scalarValue reads every numeric dtype (shape [], [1] and [1,1], unaligned offsets)",
-          arguments: scalarCases.indices)
+    @Test(
+        "scalarValue reads every numeric dtype (shape [], [1] and [1,1], unaligned offsets)",
+        arguments: scalarCases.indices)
     func scalar(index: Int) throws {
         let (dtype, bytes, expected) = Self.scalarCases[index]
         try withReaderDirectory { dir in
             // A U8 tensor of 1 byte is placed first among the small dtypes so that the
             // others land at odd offsets whenever the dtype order allows it.
             let url = dir.appendingPathComponent("s.safetensors")
-            try write(try fileBytes([("s0", dtype, [], bytes), ("s1", dtype, [1], bytes), ("s2", dtype, [1, 1], bytes),
-                                     ("pad", .BOOL, [1], [1])]), to: url)
+            try write(
+                try fileBytes([
+                    ("s0", dtype, [], bytes), ("s1", dtype, [1], bytes), ("s2", dtype, [1, 1], bytes),
+                    ("pad", .BOOL, [1], [1]),
+                ]), to: url)
             let f = try SafeTensorsFile(path: url.path)
             for name in ["s0", "s1", "s2"] {
                 let t = try #require(f.tensor(named: name))
@@ -358,7 +371,8 @@ struct ValueReaderTests {
     func unalignedScalar() throws {
         try withReaderDirectory { dir in
             // The F32 at data offset 1, with N chosen so that its file offset is odd.
-            var json = #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[],"data_offsets":[1,5]}}"#
+            var json =
+                #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[],"data_offsets":[1,5]}}"#
             if (8 + json.utf8.count + 1) % 2 == 0 { json += " " }
             var bytes = le(UInt64(json.utf8.count)) + Array(json.utf8)
             bytes += [9] + le(Float(6.5).bitPattern)
@@ -374,11 +388,13 @@ struct ValueReaderTests {
     func scalarRefused() throws {
         try withReaderDirectory { dir in
             let url = dir.appendingPathComponent("r.safetensors")
-            try write(try fileBytes([
-                ("bool", .BOOL, [], [1]), ("f8", .F8_E4M3, [], [0x38]), ("c64", .C64, [], Array(repeating: 0, count: 8)),
-                ("two", .F32, [2], Array(repeating: 0, count: 8)), ("none", .F16, [0], []),
-                ("f4", .F4, [2], [0x11]),
-            ]), to: url)
+            try write(
+                try fileBytes([
+                    ("bool", .BOOL, [], [1]), ("f8", .F8_E4M3, [], [0x38]),
+                    ("c64", .C64, [], Array(repeating: 0, count: 8)),
+                    ("two", .F32, [2], Array(repeating: 0, count: 8)), ("none", .F16, [0], []),
+                    ("f4", .F4, [2], [0x11]),
+                ]), to: url)
             let f = try SafeTensorsFile(path: url.path)
             for name in ["bool", "f8", "c64", "two", "none", "f4"] {
                 let t = try #require(f.tensor(named: name))
@@ -396,7 +412,8 @@ struct ValueReaderTests {
             let url = dir.appendingPathComponent("n.safetensors")
             let nfc = "caf\u{E9}", nfd = "cafe\u{301}", angstrom = "\u{212B}", aRing = "\u{C5}"
             #expect(nfc == nfd, "Swift String == merges them; the reader must not")
-            try write(try fileBytes([(nfc, .U8, [1], [1]), (nfd, .U8, [2], [2, 2]), (angstrom, .U8, [1], [3])]), to: url)
+            try write(
+                try fileBytes([(nfc, .U8, [1], [1]), (nfd, .U8, [2], [2, 2]), (angstrom, .U8, [1], [3])]), to: url)
             let f = try SafeTensorsFile(path: url.path)
             #expect(f.tensors.count == 3)
             let a = try #require(f.tensor(named: nfc))
@@ -446,11 +463,14 @@ struct FileIOInteropTests {
 
     @Test("withData(of:) lends exactly the tensor's bytes")
     func withData() throws {
-        var header = Array(#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[3],"data_offsets":[2,5]}}"#.utf8)
+        var header = Array(
+            #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[3],"data_offsets":[2,5]}}"#
+                .utf8)
         while header.count % 8 != 0 { header.append(0x20) }
         var bytes = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header
         bytes += [1, 2, 7, 8, 9]
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("graft-withdata-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("graft-withdata-\(UUID().uuidString)")
+            .path
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
         let f = try SafeTensorsFile(path: path)
@@ -460,7 +480,9 @@ struct FileIOInteropTests {
 
     @Test("a missing file is .io with the failed call in its cause")
     func missingFileCause() {
-        let error = #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(path: "/nonexistent-\(UUID().uuidString)") }
+        let error = #expect(throws: SafeTensorsError.self) {
+            try SafeTensorsFile(path: "/nonexistent-\(UUID().uuidString)")
+        }
         #expect(error?.kind == .io)
         #expect(error?.cause?.systemCall == "open")
         #expect(error?.cause?.errnoCode == ENOENT)

@@ -25,13 +25,14 @@ struct SpoolBoundTests {
         return raw.path + ".zst"
     }
 
-    @Test("a zstd stream that decompresses past its declared size stops at once with an error",
-          .enabled(if: hasZstd || PythonRunner.isCI, "zstd command not installed"))
+    @Test(
+        "a zstd stream that decompresses past its declared size stops at once with an error",
+        .enabled(if: hasZstd || PythonRunner.isCI, "zstd command not installed"))
     func zstdBomb() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("graft-bomb-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let path = try bomb(extra: 256 << 20, in: dir)   // 256 MiB of zeros, a few KB compressed
+        let path = try bomb(extra: 256 << 20, in: dir)  // 256 MiB of zeros, a few KB compressed
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.size] as? Int ?? 0) < 100_000)
         let start = Date()

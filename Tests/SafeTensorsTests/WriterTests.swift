@@ -109,7 +109,8 @@ struct LayoutWriterTests {
             OutputTensor(name: "B", dtype: .F32, shape: [1]),
         ]
         let layout = try FileLayout(tensors: input, metadata: nil)
-        let json = "{"
+        let json =
+            "{"
             + #""c":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"#
             + #""B":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"#
             + #""a2":{"dtype":"F32","shape":[0,5],"data_offsets":[12,12]},"#
@@ -120,7 +121,9 @@ struct LayoutWriterTests {
             + #""f":{"dtype":"F4","shape":[2,3],"data_offsets":[30,33]},"#
             + #""m":{"dtype":"BOOL","shape":[2],"data_offsets":[33,35]}"#
             + "}"
-        #expect(layout.headerBytes == expectedHeader(json), "\(String(decoding: layout.headerBytes.dropFirst(8), as: UTF8.self))")
+        #expect(
+            layout.headerBytes == expectedHeader(json),
+            "\(String(decoding: layout.headerBytes.dropFirst(8), as: UTF8.self))")
         #expect(layout.tensors.map(\.name) == ["c", "B", "a2", "b", "x", "a", "z", "f", "m"])
         #expect(layout.totalByteCount == layout.headerBytes.count + 35)
         #expect(layout.fileOffset(ofTensorAt: 3) == layout.headerBytes.count + 12)
@@ -133,11 +136,12 @@ struct LayoutWriterTests {
             OutputTensor(name: "t\(i)", dtype: d, shape: [d.bitCount == 6 ? 4 : 2])
         }
         let layout = try FileLayout(tensors: input.shuffled(), metadata: nil)
-        #expect(layout.tensors.map(\.dtype.rawValue) == [
-            "U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16",
-            "F8_E5M2FNUZ", "F8_E4M3FNUZ", "F8_E8M0", "F8_E4M3", "F8_E5M2", "I8", "U8",
-            "F6_E3M2", "F6_E2M3", "F4", "BOOL",
-        ])
+        #expect(
+            layout.tensors.map(\.dtype.rawValue) == [
+                "U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16",
+                "F8_E5M2FNUZ", "F8_E4M3FNUZ", "F8_E8M0", "F8_E4M3", "F8_E5M2", "I8", "U8",
+                "F6_E3M2", "F6_E2M3", "F4", "BOOL",
+            ])
         // Every tensor starts at a file offset that is a multiple of its element size.
         for (i, t) in layout.tensors.enumerated() where t.dtype.bitCount >= 8 {
             #expect(layout.fileOffset(ofTensorAt: i) % (t.dtype.bitCount / 8) == 0, "\(t.name) \(t.dtype)")
@@ -148,7 +152,8 @@ struct LayoutWriterTests {
     func nameEscaping() throws {
         let name = "q\"\\\u{0}\u{1}\u{8}\u{C}\n\r\t\u{1F}\u{7F}é😀"
         let layout = try FileLayout(tensors: [OutputTensor(name: name, dtype: .U8, shape: [])], metadata: nil)
-        let json = "{\"" + #"q\"\\\u0000\u0001\b\f\n\r\t\u001f"# + "\u{7F}é😀\""
+        let json =
+            "{\"" + #"q\"\\\u0000\u0001\b\f\n\r\t\u001f"# + "\u{7F}é😀\""
             + #":{"dtype":"U8","shape":[],"data_offsets":[0,1]}}"#
         #expect(layout.headerBytes == expectedHeader(json))
     }
@@ -158,15 +163,19 @@ struct LayoutWriterTests {
         // "Z" (5A) < "a" (61) < "é" (C3 A9) < "ｚ" (EF BD 9A) < "😀" (F0 9F 98 80);
         // NFD "é" (65 CC 81) sorts right after "e".
         let names = ["😀", "ｚ", "é", "a", "Z", "e\u{301}", "e"]
-        let layout = try FileLayout(tensors: names.map { OutputTensor(name: $0, dtype: .F16, shape: [1]) }, metadata: nil)
-        #expect(layout.tensors.map { Array($0.name.utf8) } == ["Z", "a", "e", "e\u{301}", "é", "ｚ", "😀"].map { Array($0.utf8) })
+        let layout = try FileLayout(
+            tensors: names.map { OutputTensor(name: $0, dtype: .F16, shape: [1]) }, metadata: nil)
+        #expect(
+            layout.tensors.map { Array($0.name.utf8) }
+                == ["Z", "a", "e", "e\u{301}", "é", "ｚ", "😀"].map { Array($0.utf8) })
     }
 
     @Test("metadata comes first, keys sorted by bytes, keys and values escaped")
     func metadataFirst() throws {
         let metadata = ["b": "x", "a\"": "é\n", "A": "\u{1}"]
         let layout = try FileLayout(tensors: [OutputTensor(name: "t", dtype: .I8, shape: [2])], metadata: metadata)
-        let json = #"{"__metadata__":{"A":"\u0001","a\"":"é\n","b":"x"},"t":{"dtype":"I8","shape":[2],"data_offsets":[0,2]}}"#
+        let json =
+            #"{"__metadata__":{"A":"\u0001","a\"":"é\n","b":"x"},"t":{"dtype":"I8","shape":[2],"data_offsets":[0,2]}}"#
         #expect(layout.headerBytes == expectedHeader(json))
     }
 
@@ -205,14 +214,20 @@ struct LayoutWriterTests {
     @Test("a repeated name is duplicateTensor; NFC and NFD spellings are two tensors")
     func duplicates() throws {
         let error = #expect(throws: SafeTensorsError.self) {
-            try FileLayout(tensors: [OutputTensor(name: "w", dtype: .F16, shape: [1]),
-                                     OutputTensor(name: "w", dtype: .F32, shape: [1])], metadata: nil, file: "out.st")
+            try FileLayout(
+                tensors: [
+                    OutputTensor(name: "w", dtype: .F16, shape: [1]),
+                    OutputTensor(name: "w", dtype: .F32, shape: [1]),
+                ], metadata: nil, file: "out.st")
         }
         #expect(error?.kind == .duplicateTensor)
         #expect(error?.tensor == "w")
         #expect(error?.file == "out.st")
-        let layout = try FileLayout(tensors: [OutputTensor(name: "caf\u{E9}", dtype: .F16, shape: [1]),
-                                              OutputTensor(name: "cafe\u{301}", dtype: .F16, shape: [1])], metadata: nil)
+        let layout = try FileLayout(
+            tensors: [
+                OutputTensor(name: "caf\u{E9}", dtype: .F16, shape: [1]),
+                OutputTensor(name: "cafe\u{301}", dtype: .F16, shape: [1]),
+            ], metadata: nil)
         #expect(layout.tensors.count == 2)
     }
 
@@ -230,11 +245,15 @@ struct LayoutWriterTests {
             #expect(error?.tensor == "o")
         }
         // The total size overflowing across tensors is caught too.
-        let huge = [OutputTensor(name: "a", dtype: .U8, shape: [1 << 60]), OutputTensor(name: "b", dtype: .U8, shape: [1 << 60]),
-                    OutputTensor(name: "c", dtype: .U64, shape: [1 << 60])]
+        let huge = [
+            OutputTensor(name: "a", dtype: .U8, shape: [1 << 60]),
+            OutputTensor(name: "b", dtype: .U8, shape: [1 << 60]),
+            OutputTensor(name: "c", dtype: .U64, shape: [1 << 60]),
+        ]
         #expect(throws: SafeTensorsError.self) { try FileLayout(tensors: huge, metadata: nil) }
         // Zero-element tensors with a huge dimension are fine (0 × anything, left to right).
-        let zero = try FileLayout(tensors: [OutputTensor(name: "z", dtype: .F32, shape: [0, UInt64.max])], metadata: nil)
+        let zero = try FileLayout(
+            tensors: [OutputTensor(name: "z", dtype: .F32, shape: [0, UInt64.max])], metadata: nil)
         #expect(zero.tensors[0].dataOffsets == 0..<0)
     }
 }
@@ -244,7 +263,9 @@ struct LayoutWriterTests {
 /// Random tensors over all 22 dtypes: ranks 0-3, dimensions 0-5, names from an alphabet
 /// with quotes, backslashes, control characters and non-ASCII; unique as bytes.
 private func randomWriterCases(_ rng: inout SplitMix64, count: Int) -> [WriterCase] {
-    let alphabet: [String] = ["a", "b", "_", ".", "0", "9", "\"", "\\", "\n", "\u{1}", "\u{7F}", "é", "e\u{301}", "😀", "ｚ", "/", " "]
+    let alphabet: [String] = [
+        "a", "b", "_", ".", "0", "9", "\"", "\\", "\n", "\u{1}", "\u{7F}", "é", "e\u{301}", "😀", "ｚ", "/", " ",
+    ]
     var seen = Set<[UInt8]>()
     var out: [WriterCase] = []
     while out.count < count {
@@ -267,7 +288,9 @@ private func randomMetadata(_ rng: inout SplitMix64) -> [String: String]? {
     default:
         let values = ["", "x", "é\n\"\\", "{\"a\": [1, 2]}", "😀\u{0}", String(repeating: "long ", count: 50)]
         var m: [String: String] = [:]
-        for i in 0..<Int(rng.next() % 5) { m["k\(i)\(values[Int(rng.next() % 6)].prefix(2))"] = values[Int(rng.next() % 6)] }
+        for i in 0..<Int(rng.next() % 5) {
+            m["k\(i)\(values[Int(rng.next() % 6)].prefix(2))"] = values[Int(rng.next() % 6)]
+        }
         return m
     }
 }
@@ -430,38 +453,53 @@ struct ReferenceWriterTests {
 
     /// Files covering the dtypes numpy has, BF16 (read raw), sub-byte and F8 types (header
     /// and raw bytes only), scalars, zero-size tensors, metadata and awkward names.
-    private func graftFiles(_ rng: inout SplitMix64) -> [(name: String, cases: [WriterCase], metadata: [String: String]?)] {
-        func f16(_ v: [Float]) -> [UInt8] { v.flatMap { withUnsafeBytes(of: Float16($0).bitPattern.littleEndian, Array.init) } }
+    private func graftFiles(_ rng: inout SplitMix64) -> [(
+        name: String, cases: [WriterCase], metadata: [String: String]?
+    )] {
+        func f16(_ v: [Float]) -> [UInt8] {
+            v.flatMap { withUnsafeBytes(of: Float16($0).bitPattern.littleEndian, Array.init) }
+        }
         func f32(_ v: [Float]) -> [UInt8] { v.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) } }
         func i64(_ v: [Int64]) -> [UInt8] { v.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) } }
         var files: [(String, [WriterCase], [String: String]?)] = [
-            ("classic", [
-                WriterCase("w.f16", .F16, [2, 3], bytes: f16([0, -1.5, 65504, .infinity, -0.0, 1e-7])),
-                WriterCase("w.f32", .F32, [3], bytes: f32([.pi, -.greatestFiniteMagnitude, .leastNonzeroMagnitude])),
-                WriterCase("w.bf16", .BF16, [2, 2]),
-                WriterCase("n.i64", .I64, [2], bytes: i64([.min, .max])),
-                WriterCase("n.u8", .U8, [4], bytes: [0, 1, 128, 255]),
-                WriterCase("n.bool", .BOOL, [3], bytes: [1, 0, 1]),
-                WriterCase("s.f32", .F32, [], bytes: f32([42.5])),
-                WriterCase("s.bf16", .BF16, []),
-                WriterCase("z.f16", .F16, [0, 4]),
-                WriterCase("z.i64", .I64, [0]),
-                WriterCase("z.bool", .BOOL, [3, 0]),
-            ], ["format": "pt", "ss_tag_frequency": #"{"a": {"b": 1}}"#, "é😀": "v\n\"\\\u{1}"]),
-            ("names", [
-                WriterCase("caf\u{E9}", .F32, [1]), WriterCase("cafe\u{301}", .F32, [2]),
-                WriterCase("q\"uote\\back", .F16, [1]), WriterCase("ctl\u{0}\u{1}\n\t\u{1F}\u{7F}", .U8, [2]),
-                WriterCase("😀", .I64, []), WriterCase("", .U8, [1]), WriterCase("\u{212B}", .U8, [1]),
-                WriterCase("\u{C5}", .U8, [1]),
-            ], nil),
+            (
+                "classic",
+                [
+                    WriterCase("w.f16", .F16, [2, 3], bytes: f16([0, -1.5, 65504, .infinity, -0.0, 1e-7])),
+                    WriterCase(
+                        "w.f32", .F32, [3], bytes: f32([.pi, -.greatestFiniteMagnitude, .leastNonzeroMagnitude])),
+                    WriterCase("w.bf16", .BF16, [2, 2]),
+                    WriterCase("n.i64", .I64, [2], bytes: i64([.min, .max])),
+                    WriterCase("n.u8", .U8, [4], bytes: [0, 1, 128, 255]),
+                    WriterCase("n.bool", .BOOL, [3], bytes: [1, 0, 1]),
+                    WriterCase("s.f32", .F32, [], bytes: f32([42.5])),
+                    WriterCase("s.bf16", .BF16, []),
+                    WriterCase("z.f16", .F16, [0, 4]),
+                    WriterCase("z.i64", .I64, [0]),
+                    WriterCase("z.bool", .BOOL, [3, 0]),
+                ], ["format": "pt", "ss_tag_frequency": #"{"a": {"b": 1}}"#, "é😀": "v\n\"\\\u{1}"]
+            ),
+            (
+                "names",
+                [
+                    WriterCase("caf\u{E9}", .F32, [1]), WriterCase("cafe\u{301}", .F32, [2]),
+                    WriterCase("q\"uote\\back", .F16, [1]), WriterCase("ctl\u{0}\u{1}\n\t\u{1F}\u{7F}", .U8, [2]),
+                    WriterCase("😀", .I64, []), WriterCase("", .U8, [1]), WriterCase("\u{212B}", .U8, [1]),
+                    WriterCase("\u{C5}", .U8, [1]),
+                ], nil
+            ),
             ("empty", [], nil),
             ("empty_metadata", [WriterCase("x", .F32, [1])], [:]),
             ("metadata_only", [], ["k": "v"]),
-            ("exotic", [
-                WriterCase("f8a", .F8_E4M3, [3]), WriterCase("f8b", .F8_E5M2, [2]), WriterCase("f4", .F4, [2, 3]),
-                WriterCase("f6", .F6_E2M3, [4]), WriterCase("c64", .C64, [1]), WriterCase("u64", .U64, [2]),
-                WriterCase("i16", .I16, [3]), WriterCase("fnuz", .F8_E5M2FNUZ, [1]), WriterCase("e8m0", .F8_E8M0, [2]),
-            ], nil),
+            (
+                "exotic",
+                [
+                    WriterCase("f8a", .F8_E4M3, [3]), WriterCase("f8b", .F8_E5M2, [2]), WriterCase("f4", .F4, [2, 3]),
+                    WriterCase("f6", .F6_E2M3, [4]), WriterCase("c64", .C64, [1]), WriterCase("u64", .U64, [2]),
+                    WriterCase("i16", .I16, [3]), WriterCase("fnuz", .F8_E5M2FNUZ, [1]),
+                    WriterCase("e8m0", .F8_E8M0, [2]),
+                ], nil
+            ),
         ]
         for i in 0..<6 {
             files.append(("random\(i)", randomWriterCases(&rng, count: 1 + Int(rng.next() % 8)), randomMetadata(&rng)))
@@ -469,8 +507,9 @@ struct ReferenceWriterTests {
         return files
     }
 
-    @Test("the reference reads graft's files back identically (values, raw bytes, metadata, order)",
-          .enabled(if: enabled, "python3 with safetensors and numpy not found; reference check skipped"))
+    @Test(
+        "the reference reads graft's files back identically (values, raw bytes, metadata, order)",
+        .enabled(if: enabled, "python3 with safetensors and numpy not found; reference check skipped"))
     func referenceReadsGraft() throws {
         try #require(PythonRunner.hasSafetensors, "CI is set but `python3 -c \"import safetensors, numpy\"` fails")
         var rng = SplitMix64(seed: 77)
@@ -488,8 +527,10 @@ struct ReferenceWriterTests {
                     "metadata": metadataPairs,
                     "order": layout.tensors.map(\.name),
                     "tensors": cases.map { c in
-                        ["name": utf8Hex(c.tensor.name), "dtype": c.tensor.dtype.rawValue,
-                         "shape": c.tensor.shape.map { Int($0) }, "data": bytesHex(c.bytes)] as [String: Any]
+                        [
+                            "name": utf8Hex(c.tensor.name), "dtype": c.tensor.dtype.rawValue,
+                            "shape": c.tensor.shape.map { Int($0) }, "data": bytesHex(c.bytes),
+                        ] as [String: Any]
                     },
                 ])
             }
@@ -503,8 +544,9 @@ struct ReferenceWriterTests {
         }
     }
 
-    @Test("files written by the reference parse with graft and graft rewrites them byte for byte",
-          .enabled(if: enabled, "python3 with safetensors and numpy not found; reference check skipped"))
+    @Test(
+        "files written by the reference parse with graft and graft rewrites them byte for byte",
+        .enabled(if: enabled, "python3 with safetensors and numpy not found; reference check skipped"))
     func graftMatchesReferenceWriter() throws {
         try #require(PythonRunner.hasSafetensors, "CI is set but `python3 -c \"import safetensors, numpy\"` fails")
         try withWriterDirectory { dir in
@@ -528,26 +570,35 @@ struct ReferenceWriterTests {
                     #expect(Array(t.name.utf8) == nameBytes, "\(path)")
                     #expect(t.dtype.rawValue == w["dtype"] as? String, "\(path): \(name.debugDescription)")
                     #expect(t.shape.map { Int($0) } == w["shape"] as? [Int], "\(path): \(name.debugDescription)")
-                    #expect(Array(f.data(of: t)) == bytesFromHex(try #require(w["data"] as? String)),
-                            "\(path): \(name.debugDescription)")
+                    #expect(
+                        Array(f.data(of: t)) == bytesFromHex(try #require(w["data"] as? String)),
+                        "\(path): \(name.debugDescription)")
                 }
                 let wantedMetadata: [String: String]? = (entry["metadata"] as? [[String]]).map { pairs in
-                    Dictionary(uniqueKeysWithValues: pairs.map {
-                        (String(decoding: bytesFromHex($0[0]), as: UTF8.self), String(decoding: bytesFromHex($0[1]), as: UTF8.self))
-                    })
+                    Dictionary(
+                        uniqueKeysWithValues: pairs.map {
+                            (
+                                String(decoding: bytesFromHex($0[0]), as: UTF8.self),
+                                String(decoding: bytesFromHex($0[1]), as: UTF8.self)
+                            )
+                        })
                 }
                 #expect(f.metadata == wantedMetadata, "\(path)")
 
                 // Rewrite with graft's layout and the same metadata.
-                let layout = try FileLayout(tensors: f.tensors.map { OutputTensor(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
-                                            metadata: f.metadata)
+                let layout = try FileLayout(
+                    tensors: f.tensors.map { OutputTensor(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
+                    metadata: f.metadata)
                 var rewritten = layout.headerBytes
                 for t in layout.tensors { rewritten += Array(f.data(of: try #require(f.tensor(named: t.name)))) }
                 let original = try readBytes(path)
                 if (f.metadata?.count ?? 0) <= 1 {
                     // Metadata key order is the reference's hash order, so byte identity is
                     // promised only with at most one key.
-                    #expect(rewritten == original, "\(path): graft \(String(decoding: rewritten.prefix(layout.dataStart), as: UTF8.self).debugDescription)")
+                    #expect(
+                        rewritten == original,
+                        "\(path): graft \(String(decoding: rewritten.prefix(layout.dataStart), as: UTF8.self).debugDescription)"
+                    )
                     if rewritten == original { identical += 1 }
                 } else {
                     #expect(rewritten.count == original.count, "\(path)")

@@ -20,8 +20,10 @@ public struct LowRankUpdate: WeightUpdate {
     public var sourcePath: String { source.path }
     public var requirements: UpdateRequirements { .rowLocal }
 
-    public init(source: SafeTensorsFile, up: TensorInfo, down: TensorInfo, rows: Range<Int>, rank: Int,
-                ratio: Float, scale: Float, label: String) {
+    public init(
+        source: SafeTensorsFile, up: TensorInfo, down: TensorInfo, rows: Range<Int>, rank: Int,
+        ratio: Float, scale: Float, label: String
+    ) {
         self.source = source
         self.up = up
         self.down = down
@@ -37,14 +39,17 @@ public struct LowRankUpdate: WeightUpdate {
     public func validate(targetRows: Int, columns: Int) throws(EngineError) {
         try checkRows(targetRows)
         guard up.dtype.isConvertibleFloat, down.dtype.isConvertibleFloat else {
-            throw EngineError(.shapeMismatch, file: sourcePath, module: label,
-                              "factors are \(up.dtype.rawValue)/\(down.dtype.rawValue); only F16, BF16, F32 and F64 factors can be merged")
+            throw EngineError(
+                .shapeMismatch, file: sourcePath, module: label,
+                "factors are \(up.dtype.rawValue)/\(down.dtype.rawValue); only F16, BF16, F32 and F64 factors can be merged"
+            )
         }
         let (upCount, o1) = rows.count.multipliedReportingOverflow(by: rank)
         let (downCount, o2) = rank.multipliedReportingOverflow(by: columns)
         guard rank > 0, !o1, !o2, up.elementCount == upCount, down.elementCount == downCount else {
-            throw EngineError(.shapeMismatch, file: sourcePath, module: label,
-                              "up \(up.shape) / down \(down.shape) (rank \(rank)) do not fit \(rows.count) rows x \(columns) columns")
+            throw EngineError(
+                .shapeMismatch, file: sourcePath, module: label,
+                "up \(up.shape) / down \(down.shape) (rank \(rank)) do not fit \(rows.count) rows x \(columns) columns")
         }
     }
 
@@ -88,16 +93,18 @@ final class LowRankApplier: RowApplier {
             Conversion.toFloat32($0.baseAddress! + first * r * upSize, from: u.up.dtype, upRows.p, count: m * r)
         }
         if precision == .fp32 {
-            LoRAKernel.accumulate(block.values, lda: columns, up: upRows.p, ldu: r, down: down, ldd: columns,
-                                  rows: m, columns: columns, rank: r, ratio: u.ratio, scale: u.scale)
+            LoRAKernel.accumulate(
+                block.values, lda: columns, up: upRows.p, ldu: r, down: down, ldd: columns,
+                rows: m, columns: columns, rank: r, ratio: u.ratio, scale: u.scale)
             return
         }
         roundInPlace(upRows.p, m * r, precision)
         let count = m * columns
         scratch.ensure(count)
         scratch.p.update(repeating: 0, count: count)
-        LoRAKernel.accumulate(scratch.p, lda: columns, up: upRows.p, ldu: r, down: down, ldd: columns,
-                              rows: m, columns: columns, rank: r, ratio: 1, scale: 1)
+        LoRAKernel.accumulate(
+            scratch.p, lda: columns, up: upRows.p, ldu: r, down: down, ldd: columns,
+            rows: m, columns: columns, rank: r, ratio: 1, scale: 1)
         let round = precision == .fp16 ? roundToHalf : roundToBFloat
         // The ratio is a Python float: fp32 opmath, not rounded (sdscripts-merge.md §2.2).
         let ratio = u.ratio, scale = round(u.scale)
@@ -124,7 +131,8 @@ public struct AddUpdate: WeightUpdate {
     public var sourcePath: String { source.path }
     public var requirements: UpdateRequirements { .rowLocal }
 
-    public init(source: SafeTensorsFile, delta: TensorInfo, rows: Range<Int>, ratio: Float, scale: Float, label: String) {
+    public init(source: SafeTensorsFile, delta: TensorInfo, rows: Range<Int>, ratio: Float, scale: Float, label: String)
+    {
         self.source = source
         self.delta = delta
         self.rows = rows
@@ -139,8 +147,10 @@ public struct AddUpdate: WeightUpdate {
         try checkRows(targetRows)
         let (n, o) = rows.count.multipliedReportingOverflow(by: columns)
         guard delta.dtype.isConvertibleFloat, !o, delta.elementCount == n else {
-            throw EngineError(.shapeMismatch, file: sourcePath, module: label,
-                              "\(delta.name) \(delta.dtype.rawValue) \(delta.shape) does not fit \(rows.count) rows x \(columns) columns")
+            throw EngineError(
+                .shapeMismatch, file: sourcePath, module: label,
+                "\(delta.name) \(delta.dtype.rawValue) \(delta.shape) does not fit \(rows.count) rows x \(columns) columns"
+            )
         }
     }
 
@@ -168,7 +178,9 @@ final class AddApplier: RowApplier {
         buffer.ensure(n)
         let size = u.delta.dtype.bitCount / 8
         let first = (block.rows.lowerBound - u.rows.lowerBound) * columns
-        u.source.withData(of: u.delta) { Conversion.toFloat32($0.baseAddress! + first * size, from: u.delta.dtype, buffer.p, count: n) }
+        u.source.withData(of: u.delta) {
+            Conversion.toFloat32($0.baseAddress! + first * size, from: u.delta.dtype, buffer.p, count: n)
+        }
         let d = buffer.p, w = block.values, ratio = u.ratio, scale = u.scale
         if precision == .fp32 {
             for i in 0..<n { w[i] += (ratio * d[i]) * scale }

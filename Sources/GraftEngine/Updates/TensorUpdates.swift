@@ -59,7 +59,7 @@ public struct TensorUpdates: Sendable {
                     if adjusted != end { end = adjusted; moved = true }
                 }
             }
-            chunks.append(start ..< end)
+            chunks.append(start..<end)
             start = end
         }
         return chunks
@@ -87,17 +87,21 @@ final class UpdateAppliers {
     }
 
     /// The block of `values` (rows `chunk`) that update `j` covers, if any.
-    private func block(_ t: TensorUpdates, _ j: Int, _ values: UnsafeMutablePointer<Float>, _ chunk: Range<Int>) -> RowBlock? {
+    private func block(_ t: TensorUpdates, _ j: Int, _ values: UnsafeMutablePointer<Float>, _ chunk: Range<Int>)
+        -> RowBlock?
+    {
         let r = t.updates[j].rows
         let lo = max(chunk.lowerBound, r.lowerBound), hi = min(chunk.upperBound, r.upperBound)
         guard lo < hi else { return nil }
-        return RowBlock(values: values + (lo - chunk.lowerBound) * t.columns, rows: lo ..< hi, columns: t.columns)
+        return RowBlock(values: values + (lo - chunk.lowerBound) * t.columns, rows: lo..<hi, columns: t.columns)
     }
 
     /// Applies updates `0..<end` of target `id` to `values`, the fp32 rows `chunk`.
-    func apply(_ t: TensorUpdates, id: Int, values: UnsafeMutablePointer<Float>, rows chunk: Range<Int>,
-               through end: Int? = nil) throws {
-        for j in 0 ..< (end ?? t.updates.count) {
+    func apply(
+        _ t: TensorUpdates, id: Int, values: UnsafeMutablePointer<Float>, rows chunk: Range<Int>,
+        through end: Int? = nil
+    ) throws {
+        for j in 0..<(end ?? t.updates.count) {
             guard let b = block(t, j, values, chunk) else { continue }
             let a = try applier(t, id: id, j)
             if let red = t.reductions[j] {
@@ -109,8 +113,10 @@ final class UpdateAppliers {
     }
 
     /// Applies updates `0..<j`, then adds update `j`'s reduction share of `chunk` to `partial`.
-    func reduce(_ t: TensorUpdates, id: Int, _ j: Int, values: UnsafeMutablePointer<Float>, rows chunk: Range<Int>,
-                into partial: UnsafeMutableBufferPointer<Double>) throws {
+    func reduce(
+        _ t: TensorUpdates, id: Int, _ j: Int, values: UnsafeMutablePointer<Float>, rows chunk: Range<Int>,
+        into partial: UnsafeMutableBufferPointer<Double>
+    ) throws {
         try apply(t, id: id, values: values, rows: chunk, through: j)
         guard let b = block(t, j, values, chunk) else { return }
         try applier(t, id: id, j).reduce(b, into: partial)
@@ -131,11 +137,13 @@ enum Reductions {
     /// the result does not depend on the thread count.
     /// - Parameters:
     ///   - load: fills fp32 rows of target `id` (the input as the executor reads it).
-    static func compute(_ targets: inout [TensorUpdates], threads: Int, maxElements: Int, precision: MergePrecision,
-                        load: @escaping @Sendable (_ id: Int, _ rows: Range<Int>, UnsafeMutablePointer<Float>) -> Void) throws {
+    static func compute(
+        _ targets: inout [TensorUpdates], threads: Int, maxElements: Int, precision: MergePrecision,
+        load: @escaping @Sendable (_ id: Int, _ rows: Range<Int>, UnsafeMutablePointer<Float>) -> Void
+    ) throws {
         let levels = targets.map { t in t.updates.indices.filter { t.updates[$0].requirements.reduction != nil } }
         let depth = levels.map(\.count).max() ?? 0
-        for level in 0 ..< depth {
+        for level in 0..<depth {
             var work: [Work] = []
             for (id, t) in targets.enumerated() where level < levels[id].count {
                 let j = levels[id][level]
@@ -148,24 +156,25 @@ enum Reductions {
             let snapshot = targets
             let capacity = work.map { $0.chunk.count * snapshot[$0.target].columns }.max() ?? 1
             let workRef = work
-            let partials = try ParallelChunks.map(count: work.count, threads: threads,
+            let partials = try ParallelChunks.map(
+                count: work.count, threads: threads,
                 makeWorker: { _ in (UpdateAppliers(precision: precision), FloatBuffer.sized(capacity)) },
-                finish: { $0.1.free() }
-            ) { worker, i -> [Double] in
-                let w = workRef[i]
-                let t = snapshot[w.target]
-                load(w.target, w.chunk, worker.1.p)
-                var partial = [Double](repeating: 0, count: t.columns)
-                try partial.withUnsafeMutableBufferPointer {
-                    try worker.0.reduce(t, id: w.target, w.update, values: worker.1.p, rows: w.chunk, into: $0)
-                }
-                return partial
-            }
+                finish: { $0.1.free() },
+                perform: { worker, i -> [Double] in
+                    let w = workRef[i]
+                    let t = snapshot[w.target]
+                    load(w.target, w.chunk, worker.1.p)
+                    var partial = [Double](repeating: 0, count: t.columns)
+                    try partial.withUnsafeMutableBufferPointer {
+                        try worker.0.reduce(t, id: w.target, w.update, values: worker.1.p, rows: w.chunk, into: $0)
+                    }
+                    return partial
+                })
             for (i, w) in work.enumerated() {
                 if targets[w.target].reductions[w.update] == nil {
                     targets[w.target].reductions[w.update] = partials[i]
                 } else {
-                    for c in 0 ..< partials[i].count { targets[w.target].reductions[w.update]![c] += partials[i][c] }
+                    for c in 0..<partials[i].count { targets[w.target].reductions[w.update]![c] += partials[i][c] }
                 }
             }
         }

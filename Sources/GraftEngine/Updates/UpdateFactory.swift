@@ -36,8 +36,10 @@ enum UpdateFactory {
         var merged: MergedModule
     }
 
-    static func make(_ m: AdapterModule, target: MappedTarget, file: SafeTensorsFile, ratio: Float,
-                     precision: MergePrecision) -> Result<Made, SkippedModule> {
+    static func make(
+        _ m: AdapterModule, target: MappedTarget, file: SafeTensorsFile, ratio: Float,
+        precision: MergePrecision
+    ) -> Result<Made, SkippedModule> {
         func skip(_ r: SkippedModule.Reason, _ message: String) -> Result<Made, SkippedModule> {
             .failure(SkippedModule(module: m.name, reason: r, message: message))
         }
@@ -50,7 +52,7 @@ enum UpdateFactory {
         if m.modifiers.dora != nil {
             return skip(.unsupportedKind, "DoRA (dora_scale) modules are not merged by graft yet")
         }
-        let rows = target.rows ?? 0 ..< (target.tensorShape.first ?? 1)
+        let rows = target.rows ?? 0..<(target.tensorShape.first ?? 1)
         switch factors {
         case .lowRank(let f):
             if f.mid != nil {
@@ -58,26 +60,40 @@ enum UpdateFactory {
             }
             let dtypes = [f.up.dtype, f.down.dtype] + (m.modifiers.upBias.map { [$0.dtype] } ?? [])
             if let bad = dtypes.first(where: { !$0.isConvertibleFloat }) {
-                return skip(.unsupportedDType, "factors are \(bad.rawValue); graft merges F16, BF16, F32 and F64 factors only")
+                return skip(
+                    .unsupportedDType, "factors are \(bad.rawValue); graft merges F16, BF16, F32 and F64 factors only")
             }
             let (scale, source) = Self.scale(m, rank: f.rank, precision)
             var updates: [(String, any WeightUpdate)] = [
-                (target.tensorName, LowRankUpdate(source: file, up: f.up, down: f.down, rows: rows, rank: f.rank,
-                                                  ratio: ratio, scale: scale, label: m.name))
+                (
+                    target.tensorName,
+                    LowRankUpdate(
+                        source: file, up: f.up, down: f.down, rows: rows, rank: f.rank,
+                        ratio: ratio, scale: scale, label: m.name)
+                )
             ]
             var targets = [UpdateTarget(tensor: target.tensorName, rows: target.rows)]
             if let b = m.modifiers.upBias {
                 guard let bias = target.bias else {
-                    return skip(.noBias, "\(b.name) is a bias delta, but \(target.tensorName) has no bias in the checkpoint")
+                    return skip(
+                        .noBias, "\(b.name) is a bias delta, but \(target.tensorName) has no bias in the checkpoint")
                 }
-                let biasRows = bias.rows ?? 0 ..< bias.length
-                updates.append((bias.tensorName, AddUpdate(source: file, delta: b, rows: biasRows, ratio: ratio, scale: scale,
-                                                           label: m.name)))
+                let biasRows = bias.rows ?? 0..<bias.length
+                updates.append(
+                    (
+                        bias.tensorName,
+                        AddUpdate(
+                            source: file, delta: b, rows: biasRows, ratio: ratio, scale: scale,
+                            label: m.name)
+                    ))
                 targets.append(UpdateTarget(tensor: bias.tensorName, rows: bias.rows))
             }
-            return .success(Made(updates: updates.map { (tensor: $0.0, update: $0.1) },
-                                 merged: MergedModule(module: m.name, kind: m.kind, targets: targets, scale: Double(scale),
-                                                      scaleSource: source)))
+            return .success(
+                Made(
+                    updates: updates.map { (tensor: $0.0, update: $0.1) },
+                    merged: MergedModule(
+                        module: m.name, kind: m.kind, targets: targets, scale: Double(scale),
+                        scaleSource: source)))
         default:
             return skip(.unsupportedKind, "\(m.kind.rawValue) modules are not merged by graft yet")
         }

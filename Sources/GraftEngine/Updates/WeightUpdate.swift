@@ -91,8 +91,9 @@ extension WeightUpdate {
     /// The standard check that `rows` lie inside the target.
     func checkRows(_ targetRows: Int) throws(EngineError) {
         guard rows.lowerBound >= 0, rows.upperBound <= targetRows, !rows.isEmpty else {
-            throw EngineError(.shapeMismatch, file: sourcePath, module: label,
-                              "rows \(rows.lowerBound)..<\(rows.upperBound) are outside the target's \(targetRows) rows")
+            throw EngineError(
+                .shapeMismatch, file: sourcePath, module: label,
+                "rows \(rows.lowerBound)..<\(rows.upperBound) are outside the target's \(targetRows) rows")
         }
     }
 }
