@@ -84,8 +84,8 @@ fuzz: fuzz-build
 # The test suite under AddressSanitizer, then ThreadSanitizer, each in its own scratch
 # path (a sanitized build cannot share .build with the plain one).
 sanitize: deps
-	$(SWIFT) test --sanitize=address --scratch-path .build-asan
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+	GRAFT_BIN=$(CURDIR)/.build-asan/debug/graft $(SWIFT) test --sanitize=address --scratch-path .build-asan
+	GRAFT_BIN=$(CURDIR)/.build-tsan/debug/graft $(SWIFT) test --sanitize=thread --scratch-path .build-tsan
 
 clean:
 	rm -rf .build .build-asan .build-tsan Fuzz/.build $(FUZZ_DIR)

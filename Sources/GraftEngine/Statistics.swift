@@ -80,25 +80,22 @@ public struct StatisticsRunner: Sendable {
             total += t.byteCount
         }
         let totalBytes = total
-        let results = UnsafeMutablePointer<gk_stats>.allocate(capacity: Swift.max(chunks.count, 1))
-        defer { results.deallocate() }
-        let counter = WorkCounter(limit: chunks.count)
         let chunksRef = chunks
-        nonisolated(unsafe) let out = results
-        runOnThreads(Swift.max(1, Swift.min(threads, chunks.count))) { _ in
-            while let ci = counter.take() {
+        let done = WorkCounter(limit: 0)
+        let results = try ParallelChunks.map(
+            count: chunks.count, threads: threads, makeWorker: { _ in () },
+            perform: { _, ci -> gk_stats in
                 let c = chunksRef[ci]
                 let t = tensors[c.tensor]
                 let size = t.dtype.bitCount / 8
-                let data = file.data(of: t)
                 var st = gk_stats()
-                _ = gk_stats_typed(data.baseAddress! + c.start * size, Conversion.code(t.dtype)!, c.end - c.start, &st)
-                out[ci] = st
-                let done = counter.addDone((c.end - c.start) * size)
-                progress?(done, totalBytes)
-            }
-        }
-        if let e = counter.firstError { throw e }
+                file.withData(of: t) {
+                    _ = gk_stats_typed(
+                        $0.baseAddress! + c.start * size, Conversion.code(t.dtype)!, c.end - c.start, &st)
+                }
+                progress?(done.addDone((c.end - c.start) * size), totalBytes)
+                return st
+            })
         var perTensor = [gk_stats?](repeating: nil, count: tensors.count)
         for (ci, c) in chunks.enumerated() {
             if var a = perTensor[c.tensor] {

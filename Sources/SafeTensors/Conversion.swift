@@ -85,10 +85,10 @@ public enum Conversion {
     /// Forces a kernel level (tests, benchmarks); clamped to what the CPU supports, negative
     /// restores the detected level. Returns the level now active. Process-wide.
     @discardableResult
-    public static func setCPULevel(_ level: Int) -> Int { Int(gk_set_cpu_level(Int32(level))) }
+    package static func setCPULevel(_ level: Int) -> Int { Int(gk_set_cpu_level(Int32(level))) }
 
     /// The C type code (GK_F16 ...) of a dtype, nil for the others.
-    public static func code(_ t: DType) -> Int32? {
+    package static func code(_ t: DType) -> Int32? {
         switch t {
         case .F16: return Int32(GK_F16)
         case .BF16: return Int32(GK_BF16)
