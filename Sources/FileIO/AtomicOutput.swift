@@ -351,9 +351,10 @@ public final class AtomicOutput: @unchecked Sendable {
         defer { closedir(d) }
         var removed: [String] = []
         while let entry = readdir(d) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            // readdir's record is only as long as its name: read d_name in place up to its
+            // NUL (copying the 256-byte field would read past a short record).
+            let offset = MemoryLayout<dirent>.offset(of: \dirent.d_name) ?? 19
+            let name = String(cString: (UnsafeRawPointer(entry) + offset).assumingMemoryBound(to: CChar.self))
             guard name.hasPrefix(prefix) else { continue }
             let rest = name.dropFirst(prefix.count)
             let parts = rest.split(separator: "-", omittingEmptySubsequences: false)
