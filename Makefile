@@ -83,8 +83,10 @@ fuzz: fuzz-build
 
 # The test suite under AddressSanitizer, then ThreadSanitizer, each in its own scratch
 # path (a sanitized build cannot share .build with the plain one).
+# Leaks are checked too (LeakSanitizer), except those of the test runners (Tests/lsan.supp).
 sanitize: deps
-	GRAFT_BIN=$(CURDIR)/.build-asan/debug/graft $(SWIFT) test --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp GRAFT_BIN=$(CURDIR)/.build-asan/debug/graft \
+	  $(SWIFT) test --sanitize=address --scratch-path .build-asan
 	GRAFT_BIN=$(CURDIR)/.build-tsan/debug/graft $(SWIFT) test --sanitize=thread --scratch-path .build-tsan
 
 clean:

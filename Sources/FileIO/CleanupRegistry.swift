@@ -49,12 +49,17 @@ enum CleanupRegistry {
 
     // The path strings are deliberately never freed: a signal handler running on another
     // thread may have read a slot just before it was cleared, and must not find freed
-    // memory. That is a few dozen bytes per output file for the life of the process.
+    // memory. That is a few dozen bytes per output file for the life of the process; they
+    // stay reachable in `retired` (so leak checkers see them as held, not lost).
+    nonisolated(unsafe) static var retired: [UnsafeMutablePointer<CChar>] = []
 
     /// Forgets a slot (the file was renamed into place or never created).
     static func forget(slot: Int) {
         guard slot >= 0 else { return }
-        lock.withLock { paths[slot] = nil }
+        lock.withLock {
+            if let p = paths[slot] { retired.append(p) }
+            paths[slot] = nil
+        }
     }
 
     /// Removes the slot's file and forgets it.
@@ -62,6 +67,7 @@ enum CleanupRegistry {
         guard slot >= 0 else { return }
         let p = lock.withLock { () -> UnsafeMutablePointer<CChar>? in
             let p = paths[slot]
+            if let p { retired.append(p) }
             paths[slot] = nil
             return p
         }
