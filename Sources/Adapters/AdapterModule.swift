@@ -50,7 +50,8 @@ public enum LayerType: Sendable, Equatable, Hashable, Comparable {
     /// A convolution with a kernel larger than 1×1 (what makes a LoRA a LoCon,
     /// and what kohya trains with `conv_dim`).
     public var isSpatialConv: Bool {
-        if case let .conv(h, w) = self { return h * w > 1 }
+        // h·w > 1 without the product: a file can claim any kernel (found by the fuzzer).
+        if case let .conv(h, w) = self { return h > 0 && w > 0 && (h > 1 || w > 1) }
         return false
     }
 

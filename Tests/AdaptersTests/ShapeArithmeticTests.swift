@@ -101,4 +101,19 @@ struct ShapeArithmeticTests {
         #expect(k.rank == 3 && !k.w1.isFactorized && k.w2.isFactorized)
         #expect(lokr.delta?.outFeatures == 8 && lokr.delta?.flatInFeatures == 20)
     }
+
+    @Test("a zero-sized diff with a huge kernel: the layer type and the rank tallies do not trap")
+    func hugeKernelOfEmptyDiff() throws {
+        // Found by the structure-aware fuzzer: a full-difference `diff` [4, 0, 2^62, 4] has 0
+        // elements, so its size does not overflow, but its kernel area 2^62 · 4 did
+        // (LayerType.isSpatialConv, reached from AdapterAnalysis.ranks).
+        let analysis = AdapterAnalysis(tensors: [info("lora_unet_x.diff", [4, 0, 1 << 62, 4])])
+        _ = (analysis.ranks, analysis.convRanks, analysis.alphas, analysis.convAlphas, analysis.layerCounts)
+        let m = try #require(analysis.modules.first)
+        #expect(m.kind == .full)
+        #expect(m.layer.isSpatialConv)
+        #expect(LayerType.conv(kernelHeight: Int.max, kernelWidth: Int.max).isSpatialConv)
+        #expect(!LayerType.conv(kernelHeight: 0, kernelWidth: Int.max).isSpatialConv)
+        #expect(!LayerType.conv(kernelHeight: 1, kernelWidth: 1).isSpatialConv)
+    }
 }
