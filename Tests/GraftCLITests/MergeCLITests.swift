@@ -530,16 +530,21 @@ struct MergeHardeningCLITests {
         #expect(!fx.entries().contains { $0.contains("strict") }, "\(fx.entries())")
     }
 
-    @Test("--allow-unmatched that would merge nothing fails instead of writing a copy")
-    func nothingMerged() throws {
-        let fx = try MergeInputs()
-        defer { fx.cleanup() }
-        let lora = try fx.writeAdapter(
+    /// An adapter whose only module matches no tensor of the checkpoint.
+    static func unmatchedAdapter(_ fx: MergeInputs) throws -> String {
+        try fx.writeAdapter(
             "elsewhere.safetensors",
             [
                 ("lora_unet_no_such_block.lora_down.weight", [4, 32]),
                 ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
             ])
+    }
+
+    @Test("--allow-unmatched that would merge nothing fails instead of writing a copy")
+    func nothingMerged() throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let lora = try Self.unmatchedAdapter(fx)
         let out = fx.path("merged.safetensors")
         let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out, "--allow-unmatched"])
         #expect(r.status == 2, "stderr: \(r.stderr)")
@@ -550,12 +555,7 @@ struct MergeHardeningCLITests {
     func jsonErrorDocument() throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }
-        let lora = try fx.writeAdapter(
-            "elsewhere.safetensors",
-            [
-                ("lora_unet_no_such_block.lora_down.weight", [4, 32]),
-                ("lora_unet_no_such_block.lora_up.weight", [32, 4]),
-            ])
+        let lora = try Self.unmatchedAdapter(fx)
         let r = try CLI.run(["merge", fx.checkpoint, lora, "--dry-run", "--json"])
         #expect(r.status == 2)
         struct Doc: Decodable {
