@@ -40,6 +40,19 @@ public enum MergePrecision: String, Sendable, CaseIterable {
     case bf16
 }
 
+/// Whose arithmetic a merge reproduces where the reference implementations disagree
+/// (DoRA, OFT and BOFT; every other kind is computed the same by both).
+public enum MergeCompat: String, Sendable, CaseIterable, Codable {
+    /// The LyCORIS library's definitions: what the adapter was trained to mean (DoRA
+    /// norms of the updated weight, magnitude-only strength; OFT constraint alpha × rows,
+    /// `rescale` applied; strength interpolates the rotation).
+    case lycoris
+    /// ComfyUI's `comfy.lora` inference: output-axis DoRA divides by the norm of the
+    /// original weight, strength other than 1 interpolates the final weight linearly,
+    /// the OFT constraint is alpha itself, OFT `rescale` is ignored.
+    case comfyui
+}
+
 /// A complete description of an output file: every tensor and the metadata.
 public struct ExecutionPlan: Sendable {
     public var tensors: [PlannedTensor]
