@@ -588,10 +588,27 @@ struct FactorCheck {
         guard let a1 = shaped(.gloraA1, [2, 4]), let a2 = shaped(.gloraA2, [2, 4]),
             let b1 = shaped(.gloraB1, [2, 4]), let b2 = shaped(.gloraB2, [2, 4])
         else { return (nil, nil, nil) }
-        let kernel: [Int]? = b2.shape.count == 4 ? [b2.dims[2], b2.dims[3]] : []
-        guard let flat = tail(b2, from: 1), let rank = a2.dim(0) else { return (nil, nil, nil) }
-        let f = GLoRAFactors(a1: a1, a2: a2, b1: b1, b2: b2, rank: rank)
-        return (rank, DeltaShape(outFeatures: b1.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil), .glora(f))
+        // ComfyUI's layout test on the first two dimensions.
+        let legacy = b2.dims[1] == b1.dims[0] && b1.dims[0] == a1.dims[0] && a1.dims[0] == a2.dims[1]
+        let current = b2.dims[0] == b1.dims[1] && b1.dims[1] == a1.dims[1] && a1.dims[1] == a2.dims[0]
+        let layout: GLoRAFactors.Layout
+        switch (current, legacy) {
+        case (true, true): layout = .ambiguous
+        case (false, true): layout = .legacy
+        case (true, false): layout = .current
+        case (false, false):
+            fail(
+                .rankMismatch,
+                "\(module): GLoRA factors a1 \(shapeText(a1.dims)), a2 \(shapeText(a2.dims)), b1 \(shapeText(b1.dims)), b2 \(shapeText(b2.dims)) fit neither layout"
+            )
+            return (nil, nil, nil)
+        }
+        let (up, down) = layout == .legacy ? (b2, b1) : (b1, b2)
+        let kernel: [Int]? = down.shape.count == 4 ? [down.dims[2], down.dims[3]] : []
+        guard let flat = tail(down, from: 1) else { return (nil, nil, nil) }
+        let rank = layout == .legacy ? a1.dims[0] : a2.dims[0]
+        let f = GLoRAFactors(a1: a1, a2: a2, b1: b1, b2: b2, layout: layout, rank: rank)
+        return (rank, DeltaShape(outFeatures: up.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil), .glora(f))
     }
 
     mutating func orthogonal() -> ModuleFactors? {

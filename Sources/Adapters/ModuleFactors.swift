@@ -64,7 +64,21 @@ public struct KroneckerFactors: Sendable, Equatable {
 
 /// The GLoRA factors (`bm` is an unused extra some versions store).
 public struct GLoRAFactors: Sendable, Equatable {
+    /// Which of LyCORIS's two layouts the shapes say (ComfyUI's test).
+    public enum Layout: String, Sendable, Equatable {
+        /// Since 2024-05: `a1` `(in, r)`, `a2` `(r, in)`, `b1` `(out, r)`, `b2` `(r, in·kh·kw)`;
+        /// `ΔW = b1 @ b2 + W @ a1 @ a2`.
+        case current
+        /// Up to 2024-04: `a1` `(r, in)`, `a2` `(in, r)`, `b1` `(r, in)`, `b2` `(out, r)`;
+        /// `ΔW = b2 @ b1 + W @ a2 @ a1`.
+        case legacy
+        /// Both tests hold (square factors): ComfyUI takes the legacy layout only when
+        /// `a2.shape[0]` equals the layer's in and out features.
+        case ambiguous
+    }
     public let a1: TensorInfo, a2: TensorInfo, b1: TensorInfo, b2: TensorInfo
+    public let layout: Layout
+    /// `a2.shape[0]` (current layout) or `a1.shape[0]` (legacy).
     public let rank: Int
 }
 

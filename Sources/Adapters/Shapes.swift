@@ -45,7 +45,7 @@ func saturatedProduct(_ dims: [Int]) -> Int {
 }
 
 /// `[640, 320, 3, 3]` spelled as in the docs.
-func shapeText(_ dims: [Int]) -> String {
+package func shapeText(_ dims: [Int]) -> String {
     "[" + dims.map(String.init).joined(separator: ", ") + "]"
 }
 

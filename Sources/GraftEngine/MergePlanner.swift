@@ -19,6 +19,8 @@ public struct MergeRequest: Sendable {
     /// dtype of floating tensors written; nil keeps each tensor's input dtype.
     public var savePrecision: DType?
     public var precision: MergePrecision
+    /// Whose arithmetic to reproduce where LyCORIS and ComfyUI disagree (DoRA, OFT, BOFT).
+    public var compat: MergeCompat = .lycoris
     /// Merge what matches and report the rest, instead of failing.
     public var allowUnmatched: Bool
     /// Where the result goes (for `modelspec.title`).
@@ -141,7 +143,8 @@ public enum MergePlanner {
                     continue
                 }
                 switch UpdateFactory.make(
-                    module, target: target, file: file, ratio: ratio, precision: request.precision)
+                    module, target: target, file: file, ratio: ratio, precision: request.precision,
+                    compat: request.compat)
                 {
                 case .failure(let s):
                     skipped.append(s)
@@ -221,6 +224,7 @@ public enum MergePlanner {
             let adapters: [Entry]
             let precision: String
             let save_precision: String
+            let compat: String
         }
         let p = Provenance(
             checkpoint: basename(r.checkpoint.path),
@@ -228,7 +232,7 @@ public enum MergePlanner {
                 Entry(file: basename($0.file.path), title: title(of: $0.file), ratio: $0.ratio)
             },
             precision: r.precision.rawValue,
-            save_precision: r.savePrecision?.rawValue ?? "keep")
+            save_precision: r.savePrecision?.rawValue ?? "keep", compat: r.compat.rawValue)
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         if let data = try? enc.encode(p) { md["graft.merge"] = String(decoding: data, as: UTF8.self) }

@@ -1,3 +1,4 @@
+import Adapters
 import SafeTensors
 
 /// The unscaled dense delta `D` of one adapter module, flattened to the target's

@@ -25,6 +25,14 @@ public struct MergedModule: Sendable, Equatable {
     public let targets: [UpdateTarget]
     public let scale: Double
     public let scaleSource: ScaleSource
+    /// The DoRA axis, for modules with a `dora_scale`.
+    public var doraAxis: DoRAAxis? = nil
+
+    /// Whether the module's result depends on the weight it is applied to (DoRA, OFT,
+    /// BOFT, GLoRA, (IA)³): merged after or before another adapter, it gives a different weight.
+    public var dependsOnWeight: Bool {
+        doraAxis != nil || [.oft, .boft, .glora, .ia3].contains(kind)
+    }
 }
 
 /// Turns a resolved adapter module into the updates of the tensors it changes. Every
@@ -38,7 +46,7 @@ enum UpdateFactory {
 
     static func make(
         _ m: AdapterModule, target: MappedTarget, file: SafeTensorsFile, ratio: Float,
-        precision: MergePrecision
+        precision: MergePrecision, compat: MergeCompat = .lycoris
     ) -> Result<Made, SkippedModule> {
         func skip(_ r: SkippedModule.Reason, _ message: String) -> Result<Made, SkippedModule> {
             .failure(SkippedModule(module: m.name, reason: r, message: message))
@@ -49,54 +57,159 @@ enum UpdateFactory {
         if target.transposed {
             return skip(.unsupportedTarget, "transposed targets (\(target.tensorName)) are not merged by graft yet")
         }
-        if m.modifiers.dora != nil {
-            return skip(.unsupportedKind, "DoRA (dora_scale) modules are not merged by graft yet")
+        // Every tensor the arithmetic reads must convert to fp32 (on_input is a flag).
+        if let bad = m.parts.sorted(by: { $0.key < $1.key }).first(where: {
+            $0.key != .onInput && $0.key != .alpha && $0.key != .scale && !$0.value.dtype.isConvertibleFloat
+        }) {
+            return skip(
+                .unsupportedDType,
+                "\(bad.value.name) is \(bad.value.dtype.rawValue); graft merges F16, BF16, F32 and F64 factors only")
         }
         let rows = target.rows ?? 0..<(target.tensorShape.first ?? 1)
+        let inFeatures = target.shape.count >= 2 ? target.shape[1] : 1
+        var updates: [(tensor: String, update: any WeightUpdate)] = []
+        var targets: [UpdateTarget] = []
+        func add(_ u: any WeightUpdate, _ tensor: String, _ r: Range<Int>?) {
+            updates.append((tensor, u))
+            targets.append(UpdateTarget(tensor: tensor, rows: r))
+        }
+        /// A bias delta onto the layer's bias, or the reason the module cannot be merged.
+        func addBias(_ b: TensorInfo, scale: Float) -> SkippedModule? {
+            guard let bias = target.bias else {
+                return SkippedModule(
+                    module: m.name, reason: .noBias,
+                    message: "\(b.name) is a bias delta, but \(target.tensorName) has no bias in the checkpoint")
+            }
+            add(
+                AddUpdate(
+                    source: file, delta: b, rows: bias.rows ?? 0..<bias.length, ratio: ratio, scale: scale, label: m.name),
+                bias.tensorName, bias.rows)
+            return nil
+        }
+        func merged(_ scale: Double, _ source: ScaleSource, axis: DoRAAxis? = nil) -> Result<Made, SkippedModule> {
+            .success(
+                Made(
+                    updates: updates,
+                    merged: MergedModule(
+                        module: m.name, kind: m.kind, targets: targets, scale: scale, scaleSource: source,
+                        doraAxis: axis)))
+        }
+        /// LoRA-family delta (with DoRA when the module has a magnitude).
+        func delta(_ d: any DeltaSource, rank: Int?) -> Result<Made, SkippedModule> {
+            let (scale, source) = Self.lycorisScale(m, rank: rank)
+            if let dora = m.modifiers.dora {
+                add(
+                    DoRAUpdate(
+                        delta: d, magnitude: dora.scale, axis: dora.axis, rows: rows, inFeatures: inFeatures,
+                        ratio: ratio, scale: scale, compat: compat, file: file, label: m.name),
+                    target.tensorName, target.rows)
+                return merged(scale, source, axis: dora.axis)
+            }
+            add(
+                AdditiveUpdate(
+                    delta: d, rows: rows, inFeatures: inFeatures, ratio: ratio, scale: scale, file: file.path,
+                    label: m.name),
+                target.tensorName, target.rows)
+            return merged(scale, source)
+        }
+
         switch factors {
         case .lowRank(let f):
-            if f.mid != nil {
-                return skip(.unsupportedKind, "LoCon Tucker (lora_mid) modules are not merged by graft yet")
-            }
-            let dtypes = [f.up.dtype, f.down.dtype] + (m.modifiers.upBias.map { [$0.dtype] } ?? [])
-            if let bad = dtypes.first(where: { !$0.isConvertibleFloat }) {
-                return skip(
-                    .unsupportedDType, "factors are \(bad.rawValue); graft merges F16, BF16, F32 and F64 factors only")
+            if f.mid != nil || m.modifiers.dora != nil {
+                if m.modifiers.upBias != nil {
+                    return skip(.unsupportedPart, "a bias delta (lora_B.bias) together with lora_mid or dora_scale is not merged by graft")
+                }
+                return delta(
+                    LowRankDelta(file: file, up: f.up, down: f.down, mid: f.mid, rank: f.rank, label: m.name),
+                    rank: f.rank)
             }
             let (scale, source) = Self.scale(m, rank: f.rank, precision)
-            var updates: [(String, any WeightUpdate)] = [
-                (
-                    target.tensorName,
-                    LowRankUpdate(
-                        source: file, up: f.up, down: f.down, rows: rows, rank: f.rank,
-                        ratio: ratio, scale: scale, label: m.name)
-                )
-            ]
-            var targets = [UpdateTarget(tensor: target.tensorName, rows: target.rows)]
-            if let b = m.modifiers.upBias {
-                guard let bias = target.bias else {
-                    return skip(
-                        .noBias, "\(b.name) is a bias delta, but \(target.tensorName) has no bias in the checkpoint")
+            add(
+                LowRankUpdate(
+                    source: file, up: f.up, down: f.down, rows: rows, rank: f.rank, ratio: ratio, scale: scale,
+                    label: m.name),
+                target.tensorName, target.rows)
+            if let b = m.modifiers.upBias, let s = addBias(b, scale: scale) { return .failure(s) }
+            return merged(Double(scale), source)
+        case .hadamard(let f):
+            return delta(
+                HadamardDelta(
+                    file: file, w1a: f.w1a, w1b: f.w1b, w2a: f.w2a, w2b: f.w2b, t1: f.t1, t2: f.t2, rank: f.rank,
+                    label: m.name),
+                rank: f.rank)
+        case .kronecker(let f):
+            func side(_ s: KroneckerSide) -> KroneckerSideTensors {
+                switch s {
+                case .whole(let w): return .whole(w)
+                case .product(let a, let b): return .product(a: a, b: b)
+                case .tucker(let t, let a, let b): return .tucker(t: t, a: a, b: b)
                 }
-                let biasRows = bias.rows ?? 0..<bias.length
-                updates.append(
-                    (
-                        bias.tensorName,
-                        AddUpdate(
-                            source: file, delta: b, rows: biasRows, ratio: ratio, scale: scale,
-                            label: m.name)
-                    ))
-                targets.append(UpdateTarget(tensor: bias.tensorName, rows: bias.rows))
             }
-            return .success(
-                Made(
-                    updates: updates.map { (tensor: $0.0, update: $0.1) },
-                    merged: MergedModule(
-                        module: m.name, kind: m.kind, targets: targets, scale: Double(scale),
-                        scaleSource: source)))
-        default:
-            return skip(.unsupportedKind, "\(m.kind.rawValue) modules are not merged by graft yet")
+            return delta(KroneckerDelta(file: file, w1: side(f.w1), w2: side(f.w2), label: m.name), rank: f.rank)
+        case .glora(let f):
+            if let bm = m.parts[.gloraBM] {
+                return skip(.unsupportedPart, "\(bm.name): a GLoRA Tucker core (bm) is never written by LyCORIS and is not merged by graft")
+            }
+            if m.modifiers.dora != nil {
+                return skip(.unsupportedKind, "DoRA on a GLoRA module is not merged by graft (LyCORIS never writes it)")
+            }
+            var legacy = f.layout == .legacy
+            if f.layout == .ambiguous {
+                // ComfyUI: legacy only when a2's first dimension is the layer's in and out features.
+                let out = target.shape.first ?? -1
+                legacy = f.a2.dims[0] == out && out == inFeatures
+            }
+            let d =
+                legacy
+                ? GLoRADelta(file: file, inA: f.a2, inB: f.a1, outA: f.b2, outB: f.b1, label: m.name)
+                : GLoRADelta(file: file, inA: f.a1, inB: f.a2, outA: f.b1, outB: f.b2, label: m.name)
+            return delta(d, rank: legacy ? f.a1.dims[0] : f.a2.dims[0])
+        case .full(let diff, let bias):
+            if let diff {
+                add(AddUpdate(source: file, delta: diff, rows: rows, ratio: ratio, scale: 1, label: m.name), target.tensorName, target.rows)
+            }
+            if let bias, let s = addBias(bias, scale: 1) { return .failure(s) }
+            return merged(1, .none)
+        case .norm(let weight, let bias):
+            if let weight {
+                add(AddUpdate(source: file, delta: weight, rows: rows, ratio: ratio, scale: 1, label: m.name), target.tensorName, target.rows)
+            }
+            if let bias, let s = addBias(bias, scale: 1) { return .failure(s) }
+            return merged(1, .none)
+        case .ia3(let weight, let flag):
+            guard let on = try? file.scalarValue(of: flag), on.isFinite else {
+                return skip(.unsupportedModule, "\(flag.name) is not a readable number (on_input flag)")
+            }
+            add(
+                IA3Update(
+                    weight: weight, onInput: on != 0, rows: rows, inFeatures: inFeatures, ratio: ratio, file: file,
+                    label: m.name),
+                target.tensorName, target.rows)
+            return merged(1, .none)
+        case .orthogonal(let f):
+            if m.modifiers.dora != nil {
+                return skip(.unsupportedKind, "DoRA on an OFT/BOFT module is not merged by graft (LyCORIS never writes it)")
+            }
+            if m.modifiers.scale != nil {
+                return skip(.unsupportedPart, "an explicit scale key has no meaning for OFT/BOFT")
+            }
+            add(
+                OrthogonalUpdate(
+                    source: file, blocks: f.blocks, butterfly: f.butterfly, legacyDiagonal: f.legacyDiagonal,
+                    rescale: f.rescale, constraint: m.alpha ?? 0, rows: rows, ratio: ratio, compat: compat,
+                    label: m.name),
+                target.tensorName, target.rows)
+            return merged(1, .none)
         }
+    }
+
+    /// The LyCORIS-family scale in Double: an explicit `scale` key, else alpha / rank,
+    /// else 1; 1 when the module has no rank (LoKr with both sides whole ignores alpha).
+    static func lycorisScale(_ m: AdapterModule, rank: Int?) -> (Double, ScaleSource) {
+        if let s = m.scaleValue { return (s, .scaleKey) }
+        guard let rank, rank > 0 else { return (1, .none) }
+        if let a = m.alpha { return (a / Double(rank), .alpha) }
+        return (1, .none)
     }
 
     /// The module's scale: an explicit `scale` key, else alpha / rank with alpha cast to

@@ -5,7 +5,7 @@ import SafeTensors
 extension Graft {
     struct Merge: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Merge LoRA / LoCon adapters into a checkpoint.",
+            abstract: "Merge LoRA and LyCORIS adapters into a checkpoint.",
             discussion: """
                 Each adapter is applied in command-line order: W <- W + ratio * (up @ down) * (alpha / rank), \
                 computed in fp32 from the input dtype and rounded to the output dtype once \
@@ -37,6 +37,14 @@ extension Graft {
 
         @Option(help: "dtype of the floating tensors written: keep (each tensor's input dtype), fp16, bf16 or fp32.")
         var savePrecision: SavePrecision = .keep
+
+        @Option(
+            help: ArgumentHelp(
+                "Whose arithmetic where the references disagree: lycoris (the adapter's training definition) or comfyui (the weights ComfyUI renders with).",
+                discussion:
+                    "They differ for DoRA (output-axis norm, strength other than 1), OFT (constraint, rescale, strength) and BOFT (strength); every other kind is the same under both."
+            ))
+        var compat: MergeCompat = .lycoris
 
         @Flag(help: "Merge the modules that match and report the others instead of failing.")
         var allowUnmatched = false
@@ -80,11 +88,12 @@ extension Graft {
                     let arg = AdapterArgument(a)
                     inputs.append(MergeInput(file: try SafeTensorsFile(path: arg.path), ratio: arg.ratio))
                 }
-                let request = MergeRequest(
+                var request = MergeRequest(
                     checkpoint: ckpt, adapters: inputs, savePrecision: save,
                     precision: precision, allowUnmatched: allowUnmatched,
                     outputPath: write.isStandardOutput ? "merged" : write.output,
                     graftVersion: Graft.version)
+                request.compat = compat
                 let merge = try MergePlanner.plan(request)
                 if dryRun {
                     if options.json {
@@ -147,6 +156,8 @@ struct AdapterArgument {
         }
     }
 }
+
+extension MergeCompat: ExpressibleByArgument {}
 
 extension MergePrecision: ExpressibleByArgument {
     /// fp32 / fp16 / bf16, and sd-scripts' and PyTorch's spellings (float, half, bfloat16…).
