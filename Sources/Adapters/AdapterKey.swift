@@ -32,6 +32,12 @@ public enum PartRole: String, Sendable, Codable, CaseIterable, Comparable {
     case upBias = "up_bias"
     /// ComfyUI replacement tensors.
     case setWeight = "set_weight", reshapeWeight = "reshape_weight"
+    /// T-LoRA (timestep-masked; needs the base weight's SVD state).
+    case tloraLambda = "lambda_layer", tloraQ = "q_layer", tloraP = "p_layer"
+    /// PEFT / OneTrainer OFTv2 (`oft_R.weight`: packed skew blocks, Cayley–Neumann, input side).
+    case oftR = "oft_R"
+    /// PEFT BOFT (`boft_R`, `boft_s`).
+    case peftBoftR = "boft_R", peftBoftS = "boft_s"
 
     public static func < (lhs: PartRole, rhs: PartRole) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
@@ -74,11 +80,13 @@ enum AdapterKeys {
             ("_lora.down.weight", .down, .attnProcessor), ("_lora.up.weight", .up, .attnProcessor),
             (".a1.weight", .gloraA1, nil), (".a2.weight", .gloraA2, nil), (".b1.weight", .gloraB1, nil),
             (".b2.weight", .gloraB2, nil), (".bm.weight", .gloraBM, nil),
+            (".q_layer.weight", .tloraQ, nil), (".p_layer.weight", .tloraP, nil), (".oft_R.weight", .oftR, nil),
         ]
         let plain: [PartRole] = [
             .alpha, .doraScale, .scale, .hadaW1A, .hadaW1B, .hadaW2A, .hadaW2B, .hadaT1, .hadaT2,
             .lokrW1, .lokrW1A, .lokrW1B, .lokrW2, .lokrW2A, .lokrW2B, .lokrT2, .diff, .diffBias, .wNorm, .bNorm,
             .onInput, .oftBlocks, .oftDiag, .rescale, .biasIndices, .biasValues, .biasSize, .setWeight, .reshapeWeight,
+            .tloraLambda, .peftBoftR, .peftBoftS,
         ]
         t += plain.map { ("." + $0.rawValue, $0, nil) }
         return t.sorted { $0.0.count > $1.0.count }

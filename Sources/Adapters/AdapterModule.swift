@@ -302,7 +302,7 @@ extension AdapterModule {
         case .embedding:
             break
         case .unknown:
-            if unknownKeys.isEmpty {
+            if unknownKeys.isEmpty && r.isDisjoint(with: PartRole.unsupported) {
                 check.fail(
                     .orphan, "\(name) has only \(r.sorted().map(\.rawValue).joined(separator: ", ")) and no weights")
             }
@@ -387,6 +387,9 @@ extension PartRole {
         case .biasIndices, .biasValues, .biasSize: return "a LyCORIS sparse bias"
         case .setWeight: return "a ComfyUI replacement weight (set_weight)"
         case .reshapeWeight: return "a ComfyUI reshape (reshape_weight)"
+        case .tloraLambda, .tloraQ, .tloraP: return "a T-LoRA factor (timestep-masked, needs the base weight's SVD)"
+        case .oftR: return "a PEFT/OneTrainer OFTv2 rotation (oft_R)"
+        case .peftBoftR, .peftBoftS: return "a PEFT BOFT factor"
         default: return rawValue
         }
     }

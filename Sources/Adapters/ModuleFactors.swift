@@ -155,5 +155,8 @@ extension ModuleKind {
 extension PartRole {
     /// Roles of formats graft recognises but cannot apply (LyCORIS sparse bias, ComfyUI
     /// replacement tensors).
-    static let unsupported: Set<PartRole> = [.biasIndices, .biasValues, .biasSize, .setWeight, .reshapeWeight]
+    static let unsupported: Set<PartRole> = [
+        .biasIndices, .biasValues, .biasSize, .setWeight, .reshapeWeight, .tloraLambda, .tloraQ, .tloraP, .oftR,
+        .peftBoftR, .peftBoftS,
+    ]
 }

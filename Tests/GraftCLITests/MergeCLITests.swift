@@ -278,8 +278,8 @@ struct MergeCLITests {
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
-    @Test("LoHa and LoKr modules are reported, not skipped", arguments: ["loha", "lokr"])
-    func unsupportedKinds(kind: String) throws {
+    @Test("LoHa and LoKr modules merge into their target", arguments: ["loha", "lokr"])
+    func lycorisKindsMerge(kind: String) throws {
         let fx = try MergeInputs()
         defer { fx.cleanup() }
         let m = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k"
@@ -293,11 +293,42 @@ struct MergeCLITests {
             : [(m + ".lokr_w1", [2, 2]), (m + ".lokr_w2", [w / 2, w / 2]), (m + ".alpha", [])]
         let lora = try fx.writeAdapter("\(kind).safetensors", keys)
         let out = fx.path("merged.safetensors")
+        let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out, "--json"])
+        #expect(r.status == 0, "stdout: \(r.stdout) stderr: \(r.stderr)")
+        let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(r.stdout.utf8))
+        #expect(doc.adapters.first?.merged_modules == 1)
+        let target = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_k.weight"
+        let input = try SafeTensorsFile(path: fx.checkpoint), merged = try SafeTensorsFile(path: out)
+        let a = try #require(input.tensor(named: target)), b = try #require(merged.tensor(named: target))
+        #expect(Array(input.data(of: a)) != Array(merged.data(of: b)), "\(target) unchanged")
+    }
+
+    @Test(
+        "formats graft cannot merge are named, and --allow-unmatched skips them",
+        arguments: [("oft_R.weight", "OFTv2"), ("lambda_layer", "T-LoRA"), ("bias_values", "sparse bias")])
+    func unmergeableFormats(suffix: String, name: String) throws {
+        let fx = try MergeInputs()
+        defer { fx.cleanup() }
+        let m = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k"
+        let q = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+        let w = MergeInputs.architecture.modelChannels * 2
+        let lora = try fx.writeAdapter(
+            "\(name).safetensors",
+            [
+                (m + "." + suffix, [4, 6]), (q + ".lora_down.weight", [4, w]), (q + ".lora_up.weight", [w, 4]),
+                (q + ".alpha", []),
+            ])
+        let out = fx.path("merged.safetensors")
         let r = try CLI.run(["merge", fx.checkpoint, lora, "-o", out])
         #expect(r.status == 2, "stdout: \(r.stdout) stderr: \(r.stderr)")
         #expect(r.stderr.contains(m), "stderr: \(r.stderr)")
-        #expect(r.stderr.lowercased().contains("not merged by graft yet"), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains(name), "stderr: \(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
+        let allowed = try CLI.run(["merge", fx.checkpoint, lora, "-o", out, "--allow-unmatched", "--json"])
+        #expect(allowed.status == 0, "stderr: \(allowed.stderr)")
+        let doc = try JSONDecoder().decode(MergeJSON.self, from: Data(allowed.stdout.utf8))
+        #expect(doc.adapters.first?.merged_modules == 1)
+        #expect(doc.adapters.first?.not_merged.map(\.reason) == ["unsupported_part"])
     }
 
     @Test("adapter argument: ':abc' is part of the path, the last ':number' is the ratio, colons in paths work")

@@ -181,14 +181,16 @@ struct LibraryMerge {
     var allowUnmatched = false
     var threads: Int? = nil
     var chunkElements: Int? = nil
+    var compat: MergeCompat = .lycoris
 
     @discardableResult
     func run(checkpoint: String, adapters: [(String, Double)], output: String) throws -> (MergePlan, ExecutionReport) {
         let ckpt = try SafeTensorsFile(path: checkpoint)
         let inputs = try adapters.map { MergeInput(file: try SafeTensorsFile(path: $0.0), ratio: $0.1) }
-        let request = MergeRequest(
+        var request = MergeRequest(
             checkpoint: ckpt, adapters: inputs, savePrecision: savePrecision, precision: precision,
             allowUnmatched: allowUnmatched, outputPath: output, graftVersion: "test")
+        request.compat = compat
         let plan = try MergePlanner.plan(request)
         var executor = Executor()
         if let threads { executor.threads = threads }
