@@ -4,6 +4,8 @@
 //   architecture (full size reproduces a real SDXL checkpoint's 2514 tensors exactly).
 // - `KohyaLoRA`: kohya LoRA / LoCon tensor lists and metadata derived from a checkpoint
 //   list; `LoRATarget` ties each module to the checkpoint tensor it modifies.
+// - `LyCORISAdapter`: LoHa, LoKr (LyCORIS's factorization) and DoRA (`dora_scale`) tensor
+//   lists and metadata for the same targets.
 // - `writeSynthetic(tensors:metadata:to:seed:dtype:overwrite:)`: streams any such list to
 //   a file with bounded memory (see `SyntheticWriter` for how values are made).
 // - `SplitMix64`: the seeded generator behind every value.

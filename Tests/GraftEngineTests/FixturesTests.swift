@@ -1,3 +1,4 @@
+import Adapters
 import Foundation
 import Testing
 import Fixtures
@@ -210,6 +211,113 @@ func expectSameEntries(
         #expect(
             meta["ss_base_model_version"] == "sd_v1" && meta["modelspec.architecture"] == "stable-diffusion-v1/lora")
         #expect(meta["ss_network_alpha"] == "1.0" && meta["ss_network_args"] == nil)
+    }
+
+    // MARK: LyCORIS adapters
+
+    @Test func lycorisFactorization() {
+        // LyCORIS's factorization(dimension, factor): the factor and the quotient when it divides.
+        #expect(LyCORISAdapter.factorization(1280, factor: 8) == (8, 160))
+        #expect(LyCORISAdapter.factorization(2048, factor: 8) == (8, 256))
+        #expect(LyCORISAdapter.factorization(40, factor: 8) == (5, 8))
+        #expect(LyCORISAdapter.factorization(9, factor: 8) == (3, 3))
+        #expect(LyCORISAdapter.factorization(77, factor: 8) == (7, 11))
+        #expect(LyCORISAdapter.factorization(13, factor: 8) == (1, 13))
+        #expect(LyCORISAdapter.factorization(320, factor: -1) == (16, 20))
+    }
+
+    @Test func lycorisAdaptersHaveExpectedKeysAndAnalyseCleanly() throws {
+        let checkpoint = SDXLArchitecture(widthDivisor: 8).checkpointTensors()
+        let unet = LyCORISAdapter.sdxlUNetTargets(checkpoint: checkpoint)
+        let all = KohyaLoRA.sdxlTargets(checkpoint: checkpoint, includeConv: false)
+        #expect(unet.count == 722)
+        #expect(unet.allSatisfy { $0.moduleName.hasPrefix("lora_unet_") && $0.kernel.isEmpty })
+        #expect(all.count == 722 + 72 + 192)
+        let shapes = Dictionary(uniqueKeysWithValues: checkpoint.map { ($0.name, $0.shape) })
+
+        func infos(_ list: [SyntheticTensor]) -> [TensorInfo] {
+            list.map {
+                TensorInfo(
+                    name: $0.name, dtype: $0.dtype, shape: $0.shape.map(UInt64.init),
+                    dataOffsets: 0..<UInt64($0.byteCount))
+            }
+        }
+        /// Analyses the tensors and checks every module: the kind, no issues, a delta that
+        /// fits its target; returns the analysis.
+        func analyse(_ list: [SyntheticTensor], _ targets: [LoRATarget], kind: ModuleKind) -> AdapterAnalysis {
+            let analysis = AdapterAnalysis(tensors: infos(list))
+            #expect(analysis.modules.count == targets.count)
+            #expect(analysis.invalidModules.isEmpty, "\(analysis.invalidModules.prefix(3).map(\.issues))")
+            #expect(analysis.kindCounts == [kind: targets.count])
+            for t in targets {
+                let m = analysis.module(named: t.moduleName)
+                #expect(m != nil, "\(t.moduleName)")
+                guard let m, let target = shapes[t.targetKey] else { continue }
+                let shape = t.rows.map { [$0.count] + target.dropFirst() } ?? target
+                #expect(m.delta?.fits(shape) == true, "\(t): \(m.delta?.description ?? "no delta") vs \(shape)")
+            }
+            return analysis
+        }
+
+        // LoHa d16: alpha, hada_w1_a/w2_a [out, 16], hada_w1_b/w2_b [16, in].
+        let loha = LyCORISAdapter.loha(targets: unet, options: LoHaOptions(dim: 16, alpha: 8))
+        #expect(loha.count == 5 * unet.count)
+        let q = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k"
+        let lohaShapes = Dictionary(uniqueKeysWithValues: loha.map { ($0.name, $0.shape) })
+        let width = 2 * 320 / 8, context = 2048 / 8
+        #expect(lohaShapes[q + ".hada_w1_a"] == [width, 16] && lohaShapes[q + ".hada_w2_a"] == [width, 16])
+        #expect(lohaShapes[q + ".hada_w1_b"] == [16, context] && lohaShapes[q + ".hada_w2_b"] == [16, context])
+        #expect(lohaShapes[q + ".alpha"] == [])
+        let lohaAnalysis = analyse(loha, unet, kind: .loha)
+        #expect(lohaAnalysis.kind == .loha && !lohaAnalysis.hasDoRA && !lohaAnalysis.hasTucker)
+        #expect(lohaAnalysis.ranks.map(\.value) == [16] && lohaAnalysis.ranks.map(\.count) == [unet.count])
+
+        // LoKr factor 8: lokr_w1 [a, c], lokr_w2 [b, d] with a·b = out, c·d = in.
+        let lokr = LyCORISAdapter.lokr(targets: unet, options: LoKrOptions(factor: 8))
+        #expect(lokr.count == 3 * unet.count)
+        let lokrShapes = Dictionary(uniqueKeysWithValues: lokr.map { ($0.name, $0.shape) })
+        #expect(lokrShapes[q + ".lokr_w1"] == [8, 8] && lokrShapes[q + ".lokr_w2"] == [width / 8, context / 8])
+        for t in unet {
+            let w1 = try #require(lokrShapes[t.moduleName + ".lokr_w1"])
+            let w2 = try #require(lokrShapes[t.moduleName + ".lokr_w2"])
+            #expect(w1[0] * w2[0] == t.outFeatures && w1[1] * w2[1] == t.inFeatures, "\(t)")
+            #expect(w1[0] <= w2[0] && w1[1] <= w2[1], "\(t)")
+        }
+        let lokrAnalysis = analyse(lokr, unet, kind: .lokr)
+        #expect(lokrAnalysis.kind == .lokr)
+        #expect(lokrAnalysis.modules.allSatisfy { $0.rank == nil })  // both factors whole
+
+        // DoRA r32: the kohya LoRA plus dora_scale [out, 1] on every module (TE2 q/k/v: a row third).
+        let lora = KohyaLoRAOptions(rank: 32, alpha: 16)
+        let dora = LyCORISAdapter.dora(targets: all, lora: lora, dora: DoRAOptions(axis: .output))
+        let plain = KohyaLoRA.tensors(for: all, options: lora)
+        #expect(Set(dora.map(\.name)) == Set(plain.map(\.name) + all.map { $0.moduleName + ".dora_scale" }))
+        let doraShapes = Dictionary(uniqueKeysWithValues: dora.map { ($0.name, $0.shape) })
+        for t in all { #expect(doraShapes[t.moduleName + ".dora_scale"] == [t.outFeatures, 1], "\(t)") }
+        let doraAnalysis = analyse(dora, all, kind: .lora)
+        #expect(doraAnalysis.kind == .dora && doraAnalysis.hasDoRA)
+        #expect(doraAnalysis.modules.allSatisfy { $0.doraAxis == .output && $0.rank == 32 })
+        // Magnitudes are positive, around the row norms of a 0.02-spread weight.
+        let scale = try #require(dora.first { $0.name == q + ".dora_scale" })
+        guard case .normalAround(let mean, let std) = scale.fill else {
+            Issue.record("dora_scale fill \(scale.fill)")
+            return
+        }
+        #expect(abs(mean - 0.02 * Float(context).squareRoot()) < 1e-5 && std > 0 && mean - 6 * std > 0)
+
+        // The input axis and conv targets: [1, in] and [out, 1, 1, 1] / [1, in, 1, 1].
+        let conv = LoRATarget(moduleName: "m", targetKey: "k", outFeatures: 8, inFeatures: 4, kernel: [3, 3])
+        let out4 = LyCORISAdapter.doraScales(targets: [conv], options: DoRAOptions(axis: .output))
+        let in4 = LyCORISAdapter.doraScales(targets: [conv], options: DoRAOptions(axis: .input))
+        #expect(out4.map(\.shape) == [[8, 1, 1, 1]] && in4.map(\.shape) == [[1, 4, 1, 1]])
+        #expect(
+            LyCORISAdapter.lokr(targets: [conv], options: LoKrOptions(factor: 2)).map(\.shape) == [
+                [], [2, 2], [4, 2, 3, 3],
+            ])
+        #expect(
+            LyCORISAdapter.loha(targets: [conv], options: LoHaOptions(dim: 2)).map(\.shape) == [
+                [], [8, 2], [2, 36], [8, 2], [2, 36],
+            ])
     }
 
     // MARK: Values and files
