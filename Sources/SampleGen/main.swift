@@ -2,7 +2,7 @@
 // Stable Diffusion key names) with the Fixtures library.
 //
 //   graft-samplegen samples DIR        the three tiny files committed in Samples/
-//   graft-samplegen bench DIR [--fp32] full-size SDXL benchmark inputs (~7 GB; 14 GB more with --fp32)
+//   graft-samplegen bench DIR [--fp32] full-size SDXL benchmark inputs (~8 GB; 14 GB more with --fp32)
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -123,6 +123,33 @@ func benchJobs(fp32: Bool) -> [Job] {
             name: "locon-r16.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: locon),
             metadata: KohyaLoRA.metadata(.sdxl, options: locon, title: "locon-r16", comment: note + ", seed=13"),
             seed: 13),
+    ]
+    // LyCORIS rows: LoHa and LoKr on the UNet attention and feed-forward modules, and the
+    // r32 LoRA above with DoRA magnitudes on the output axis (same seed: its LoRA tensors
+    // hold the same bytes as lora-r32's).
+    let unet = LyCORISAdapter.sdxlUNetTargets(checkpoint: checkpoint)
+    let loha = LoHaOptions(dim: 16, alpha: 8)
+    let lokr = LoKrOptions(factor: 8)
+    let loraTargets = KohyaLoRA.sdxlTargets(checkpoint: checkpoint, includeConv: false)
+    jobs += [
+        Job(
+            name: "loha-d16.safetensors", tensors: LyCORISAdapter.loha(targets: unet, options: loha),
+            metadata: LyCORISAdapter.metadata(
+                .sdxl, algo: .loha, dim: loha.dim, alpha: loha.alpha, title: "loha-d16", comment: note + ", seed=14"),
+            seed: 14),
+        Job(
+            name: "lokr-f8.safetensors", tensors: LyCORISAdapter.lokr(targets: unet, options: lokr),
+            metadata: LyCORISAdapter.metadata(
+                .sdxl, algo: .lokr(factor: lokr.factor), dim: 100_000, alpha: lokr.alpha, title: "lokr-f8",
+                comment: note + ", seed=15"),
+            seed: 15),
+        Job(
+            name: "dora-r32.safetensors",
+            tensors: LyCORISAdapter.dora(targets: loraTargets, lora: lora, dora: DoRAOptions(axis: .output)),
+            metadata: LyCORISAdapter.metadata(
+                .sdxl, algo: .dora(axis: .output), dim: lora.rank, alpha: lora.alpha, title: "dora-r32",
+                comment: note + ", seed=12", includeTextEncoders: true),
+            seed: 12),
     ]
     if fp32 {
         // Same seed and pools as the fp16 file, so the two hold the same values up to rounding.
