@@ -4,10 +4,10 @@
 #   usage: Samples/bench.sh BUILD_DIR CACHE_DIR [--fp32]
 #
 #   BUILD_DIR  holds the release binaries graft and graft-samplegen (graft-kbench is optional)
-#   CACHE_DIR  where the full-size SDXL inputs are generated once (~7.3 GB) and outputs
+#   CACHE_DIR  where the full-size SDXL inputs are generated once (~7.8 GB) and outputs
 #              are written during a run (same file system), then removed
 #   --fp32     (or BENCH_FP32=1) also generate a 13.9 GB fp32 checkpoint and time
-#              fp32 -> fp16 conversion; peak disk use then grows from ~21 GB to ~35 GB
+#              fp32 -> fp16 conversion; peak disk use then grows from ~22 GB to ~36 GB
 #   RUNS=N     runs per measurement (default 3; the median is reported)
 #
 # Every measurement starts from a warm page cache (inputs read with cat first) and a
@@ -15,8 +15,9 @@
 # output syncs; the baseline is `cp … && sync FILE`). Peak memory is the largest RssAnon
 # of the graft process sampled every 20 ms: anonymous memory only, pages of mapped
 # files are page cache and do not count. GB = 1e9 bytes. Order: merge (its last output is
-# kept for diff), diff, list, convert, kernels; peak disk use is about 21 GB (inputs 7.3 GB,
-# merged file, one copy), or 35 GB with --fp32.
+# kept for diff), the LyCORIS merges (LoHa, LoKr, DoRA; skipped while graft does not merge
+# that kind), diff, list, convert, kernels; peak disk use is about 22 GB (inputs 7.8 GB,
+# merged file, one copy), or 36 GB with --fp32.
 set -u
 export LC_ALL=C
 
@@ -35,7 +36,7 @@ mkdir -p "$CACHE" || exit 2
 free_gb() { df -Pk "$CACHE" | awk 'NR == 2 { printf "%d", $4 / 1e6 }'; }
 
 # ---- inputs --------------------------------------------------------------------------
-need=8; [ "$FP32" = 1 ] && need=22
+need=9; [ "$FP32" = 1 ] && need=23
 echo "== inputs in $CACHE (generated once; $(free_gb) GB free)"
 if [ "$(free_gb)" -lt "$need" ] && ! [ -f "$CACHE/sdxl-full-fp16.safetensors" ]; then
     echo "bench: need about $need GB free in $CACHE" >&2; exit 2
@@ -47,6 +48,9 @@ CKPT=$CACHE/sdxl-full-fp16.safetensors
 CKPT32=$CACHE/sdxl-full-fp32.safetensors
 LORA=$CACHE/lora-r32.safetensors
 LOCON=$CACHE/locon-r16.safetensors
+LOHA=$CACHE/loha-d16.safetensors
+LOKR=$CACHE/lokr-f8.safetensors
+DORA=$CACHE/dora-r32.safetensors
 OUT=$CACHE/bench-out.safetensors
 OUT2=$CACHE/bench-copy.safetensors
 MERGED=$CACHE/bench-merged.safetensors
@@ -65,7 +69,8 @@ warm() { for f in "$@"; do cat "$f" >/dev/null; done; }
 remove() { rm -f "$@"; }
 
 # Runs graft with the given arguments, sampling its RssAnon. Sets SECONDS_TAKEN, RC,
-# PEAK_KB; stdout goes to $tmp/stdout, stderr to $tmp/stderr. RC 99 = not implemented.
+# PEAK_KB; stdout goes to $tmp/stdout, stderr to $tmp/stderr. RC 99 = not implemented,
+# RC 98 = an adapter kind graft does not merge yet ("… modules are not merged by graft yet").
 run_graft() {
     local start end peak=0 state key value
     start=$(now)
@@ -87,6 +92,7 @@ run_graft() {
     SECONDS_TAKEN=$(calc "$end - $start" 4)
     PEAK_KB=$peak
     if [ "$RC" -ne 0 ] && grep -qi "not implemented" "$tmp/stderr"; then RC=99; fi
+    if [ "$RC" -ne 0 ] && grep -qi "not merged by graft yet" "$tmp/stderr"; then RC=98; fi
 }
 
 # Runs graft without the memory sampler (for short runs); sets SECONDS_TAKEN and RC.
@@ -95,6 +101,7 @@ run_graft_plain() {
     start=$(now)
     "$GRAFT" "$@" >"$tmp/stdout" 2>"$tmp/stderr"; RC=$?
     end=$(now)
+    if [ "$RC" -ne 0 ] && grep -qi "not merged by graft yet" "$tmp/stderr"; then RC=98; fi
     SECONDS_TAKEN=$(calc "$end - $start" 4)
 }
 
@@ -133,12 +140,17 @@ print(v if isinstance(v, (int, float)) else "")' "$tmp/stdout" "$1" 2>/dev/null)
     FIELD=$(grep -oE "\"$1\" *: *[0-9.eE+-]+" "$tmp/stdout" | tail -1 | sed 's/.*: *//')
 }
 
+# unsupported_reason: the first "… not merged by graft yet" reason in $tmp/stderr.
+unsupported_reason() { grep -im1 "not merged by graft yet" "$tmp/stderr" | sed 's/^ *[^ :]*: //'; }
+
 # compare NAME OUTBYTES BASEBYTES INPUTS "GRAFT ARGS" "BASELINE" [KEEP]: alternates graft
 # and the baseline RUNS times each. GB/s is bytes written per second (OUTBYTES for graft,
 # BASEBYTES for the baseline). KEEP names a path to keep the last graft output at.
+# On success sets LAST_RATIO (graft / baseline) and LAST_PEAK_KB (median peak RssAnon).
 compare() {
     local name=$1 outbytes=$2 basebytes=$3 inputs=$4 gargs=$5 base=$6 keep=${7:-}
     local gs=() bs=() peaks=() i flops= fsec=
+    LAST_RATIO= LAST_PEAK_KB=
     echo
     echo "== $name ($RUNS runs each, warm cache)"
     if ! graft_has "${gargs%% *}"; then skip_row "$name" "graft ${gargs%% *} not available yet"; return; fi
@@ -148,6 +160,7 @@ compare() {
         warm $inputs; sync
         eval "run_graft $gargs"
         if [ "$RC" = 99 ]; then remove "$OUT"; skip_row "$name" "graft ${gargs%% *} not available yet"; return; fi
+        if [ "$RC" = 98 ]; then remove "$OUT"; skip_row "$name" "$(unsupported_reason)"; return; fi
         if [ "$RC" -ne 0 ]; then remove "$OUT"; fail_row "$name" "${gargs%% *}"; return; fi
         gs+=("$SECONDS_TAKEN"); peaks+=("$PEAK_KB")
         json_field flops; flops=$FIELD
@@ -168,6 +181,34 @@ compare() {
         note="$note; $(calc "$flops / $s / 1e9" 1) GFLOP/s"
     fi
     row "$name" "$(calc "$g" 2)" "$(calc "$b" 2)" "$(calc "$g / $b" 2)x" "$(calc "$outbytes / $g / 1e9" 2)" "$note"
+    LAST_RATIO=$(calc "$g / $b" 4) LAST_PEAK_KB=${peak%.*}
+}
+
+# targets MAX_RATIO MAX_PEAK_GB: appends to the last row whether compare's median met the
+# time target (graft / baseline <= MAX_RATIO) and the memory target (peak anon < MAX_PEAK_GB).
+targets() {
+    [ -n "$LAST_RATIO" ] || return 0
+    local missed=
+    awk "BEGIN { exit !($LAST_RATIO <= $1) }" || missed="time"
+    awk "BEGIN { exit !($LAST_PEAK_KB * 1024 < $2 * 1e9) }" || missed="${missed:+$missed and }memory"
+    ROWS[-1]="${ROWS[-1]}; targets <= $1x, < $2 GB: ${missed:+MISSED ($missed)}"
+    [ -n "$missed" ] || ROWS[-1]="${ROWS[-1]}met"
+}
+
+# merge_one NAME ADAPTER: merges one adapter at strength 1 into the fp16 checkpoint against
+# `cp` + `sync` of the checkpoint. A header-only dry run goes first, so that an adapter kind
+# graft does not merge yet is skipped (with graft's reason) without warming or timing.
+merge_one() {
+    local name=$1 adapter=$2
+    if [ ! -f "$adapter" ]; then echo; echo "== $name"; skip_row "$name" "no input $adapter"; return; fi
+    if graft_has merge; then
+        run_graft_plain merge "$CKPT" "$adapter:1" -o "$OUT" --force --dry-run
+        if [ "$RC" = 98 ]; then echo; echo "== $name"; skip_row "$name" "$(unsupported_reason)"; return; fi
+    fi
+    compare "$name" "$CKPT_BYTES" "$CKPT_BYTES" "$CKPT $adapter" \
+        "merge '$CKPT' '$adapter:1' -o '$OUT' --force --json" \
+        "cp '$CKPT' '$OUT2' && sync '$OUT2'"
+    targets 1.0 1
 }
 
 CKPT_BYTES=$(size_of "$CKPT")
@@ -176,6 +217,14 @@ CKPT_BYTES=$(size_of "$CKPT")
 compare "merge fp16 + r32 LoRA:1 + r16/8 LoCon:0.5" "$CKPT_BYTES" "$CKPT_BYTES" "$CKPT $LORA $LOCON" \
     "merge '$CKPT' '$LORA:1' '$LOCON:0.5' -o '$OUT' --force --json" \
     "cp '$CKPT' '$OUT2' && sync '$OUT2'" "$MERGED"
+
+# LyCORIS and DoRA (full SDXL, strength 1): LoHa dim 16 / alpha 8 and LoKr factor 8 (both
+# factors whole) on the 722 UNet attention and feed-forward modules; the r32 LoRA above with
+# `dora_scale` magnitudes on the output axis (986 modules). Targets: <= 1.0x cp + sync and
+# peak anon < 1 GB.
+merge_one "merge LoHa d16" "$LOHA"
+merge_one "merge LoKr f8" "$LOKR"
+merge_one "merge DoRA r32 (out)" "$DORA"
 
 # ---- diff ----------------------------------------------------------------------------
 echo
