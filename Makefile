@@ -47,7 +47,7 @@ samples:
 	$(SWIFT) run -c release graft-samplegen samples Samples
 
 # Speed and memory against `cp` + `sync` of the same bytes (full-size SDXL inputs are
-# generated once into $(BENCH_DIR), ~7 GB).
+# generated once into $(BENCH_DIR), ~7.8 GB).
 bench: deps
 	$(SWIFT) build -c release
 	@bash Samples/bench.sh $(CURDIR)/.build/release $(BENCH_DIR)
