@@ -26,7 +26,8 @@ build: deps
 	$(SWIFT) build -c release --product graft
 
 # The whole suite: unit, property, conformance and CLI tests (Swift Testing), then
-# sd-scripts' conformance checker run against the release binary.
+# the conformance checkers (sd-scripts merges; LyCORIS and ComfyUI merges of every
+# adapter kind) run against the release binary.
 test: deps
 	$(SWIFT) build -c release --product graft
 	GRAFT_BIN=$(CURDIR)/$(RELEASE_BIN) $(SWIFT) test
@@ -37,6 +38,11 @@ conformance: build
 	  python3 $(SHARED)/conformance/check.py --quiet --cmd '$(CURDIR)/$(RELEASE_BIN) merge {ckpt} {loras} -o {out}'; \
 	elif [ -n "$$CI" ]; then echo "conformance fixtures missing in $(SHARED)/conformance" >&2; exit 1; \
 	else echo "conformance: skipped, $(SHARED)/conformance not found"; fi
+	@if [ -f $(SHARED)/conformance/zoo/check_zoo.py ]; then \
+	  python3 $(SHARED)/conformance/zoo/check_zoo.py --quiet \
+	    --cmd '$(CURDIR)/$(RELEASE_BIN) merge {ckpt} {adapter}:{ratio} -o {out} --save-precision fp16 --compat {compat}'; \
+	elif [ -n "$$CI" ]; then echo "adapter-zoo fixtures missing in $(SHARED)/conformance/zoo" >&2; exit 1; \
+	else echo "conformance: adapter zoo skipped, $(SHARED)/conformance/zoo not found"; fi
 
 # Runs the main jobs on the bundled samples.
 demo: build

@@ -18,6 +18,8 @@ public struct DiffRequest: Sendable {
     public var adapters: [MergeInput]
     /// A LoRA-touched tensor is "explained" when its residual is at most this.
     public var loraTolerance: Double
+    /// Whose arithmetic the prediction uses (as `graft merge --compat`).
+    public var compat: MergeCompat = .lycoris
 
     public init(
         a: SafeTensorsFile, b: SafeTensorsFile, filters: [String] = [], threshold: Double = 0,
@@ -270,9 +272,10 @@ public struct DiffRunner: Sendable {
         var deltasByName: [String: TensorUpdates] = [:]
         var loraAdapters: [LoRADiffSummary.Adapter] = []
         if !r.adapters.isEmpty {
-            let request = MergeRequest(
+            var request = MergeRequest(
                 checkpoint: r.a, adapters: r.adapters, savePrecision: nil, precision: .fp32,
                 allowUnmatched: true, outputPath: "diff", graftVersion: "")
+            request.compat = r.compat
             let plan = try MergePlanner.plan(request)
             for p in plan.execution.tensors {
                 if case .update(let u) = p.operation { deltasByName[p.input.name] = u }

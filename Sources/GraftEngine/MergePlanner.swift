@@ -62,6 +62,15 @@ public struct MergePlan: Sendable {
     public let adapters: [AdapterPart]
     /// Size of the output file in bytes (uncompressed), header included.
     public let outputBytes: Int
+    /// Whose arithmetic DoRA, OFT and BOFT modules follow.
+    public let compat: MergeCompat
+    /// Tensors changed by more than one adapter where at least one result depends on the
+    /// weight it is applied to (DoRA, OFT, BOFT, GLoRA, (IA)³): the command-line order
+    /// matters for them.
+    public let orderDependent: [String]
+    /// Merged modules computed in fp32 although `--precision` asked for fp16/bf16
+    /// emulation (which exists for sd-scripts' LoRA path only).
+    public let fp32Modules: Int
 
     /// Every skipped module with its file.
     public var unmatched: [(file: String, module: SkippedModule)] {
@@ -200,12 +209,29 @@ public enum MergePlanner {
             }
             planned.append(PlannedTensor(source: ckpt, input: t, output: out, operation: op))
         }
+        // Where the command-line order changes the result.
+        var touching: [String: (adapters: Set<Int>, dependent: Bool)] = [:]
+        for (k, part) in parts.enumerated() {
+            for m in part.merged {
+                for t in m.targets {
+                    var e = touching[t.tensor] ?? ([], false)
+                    e.adapters.insert(k)
+                    e.dependent = e.dependent || m.dependsOnWeight
+                    touching[t.tensor] = e
+                }
+            }
+        }
+        let orderDependent = touching.filter { $0.value.adapters.count > 1 && $0.value.dependent }.keys.sorted()
+        let fp32Modules =
+            request.precision == .fp32
+            ? 0 : parts.reduce(0) { $0 + $1.merged.filter { !$0.followsPrecision }.count }
         let metadata = provenance(request)
         let layout = try FileLayout(tensors: planned.map(\.output), metadata: metadata, file: request.outputPath)
         return MergePlan(
             execution: ExecutionPlan(tensors: planned, metadata: metadata, precision: request.precision),
             checkpointPath: ckpt.path, checkpoint: mapper.checkpoint, adapters: parts,
-            outputBytes: layout.totalByteCount)
+            outputBytes: layout.totalByteCount, compat: request.compat, orderDependent: orderDependent,
+            fp32Modules: fp32Modules)
     }
 
     /// The output's metadata: the checkpoint's own, plus what sd-scripts writes for a

@@ -27,6 +27,9 @@ public struct MergedModule: Sendable, Equatable {
     public let scaleSource: ScaleSource
     /// The DoRA axis, for modules with a `dora_scale`.
     public var doraAxis: DoRAAxis? = nil
+    /// Whether the merge's `--precision` emulation applies (sd-scripts' LoRA path); the
+    /// other kinds have no sd-scripts merge to emulate and are computed in fp32.
+    public var followsPrecision = false
 
     /// Whether the module's result depends on the weight it is applied to (DoRA, OFT,
     /// BOFT, GLoRA, (IA)³): merged after or before another adapter, it gives a different weight.
@@ -130,7 +133,12 @@ enum UpdateFactory {
                     label: m.name),
                 target.tensorName, target.rows)
             if let b = m.modifiers.upBias, let s = addBias(b, scale: scale) { return .failure(s) }
-            return merged(Double(scale), source)
+            var made = merged(Double(scale), source)
+            if case .success(var x) = made {
+                x.merged.followsPrecision = true
+                made = .success(x)
+            }
+            return made
         case .hadamard(let f):
             return delta(
                 HadamardDelta(

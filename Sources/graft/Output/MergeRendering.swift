@@ -15,11 +15,10 @@ extension MergePlan {
             let kinds = Dictionary(grouping: a.merged, by: \.kind).sorted { $0.key < $1.key }
                 .map { "\($0.value.count) \($0.key.rawValue)" }.joined(separator: ", ")
             out += "    merged: \(a.merged.count) modules (\(kinds))\n"
-            if verbose {
-                for m in a.merged {
-                    out +=
-                        "      \(displayable(m.module)) [\(m.kind.rawValue)] -> \(m.targets.map(Self.text).joined(separator: ", "))\n"
-                }
+            for m in a.merged {
+                let dora = m.doraAxis.map { " +DoRA(\($0.rawValue) axis)" } ?? ""
+                out +=
+                    "      \(displayable(m.module)) [\(m.kind.rawValue)\(dora)] -> \(m.targets.map(Self.text).joined(separator: ", "))\n"
             }
             let explicit = a.merged.filter { $0.scaleSource == .scaleKey }.count
             if explicit > 0 {
@@ -36,10 +35,34 @@ extension MergePlan {
                     "    sd-scripts would not merge \(a.sdScriptsDiffers.count) of these the same way (e.g. \(displayable(first.module)): \(first.treatment.rawValue))\n"
             }
         }
+        out += notes.map { "note: \($0)\n" }.joined()
         let c = counts
         out +=
             "output: \(execution.tensors.count) tensors: \(c.merged) updated, \(c.converted) converted, \(c.copied) copied; \(Format.bytes(outputBytes))\n"
         return out
+    }
+
+    /// What the user should know about how the merge computes: the compat choice when it
+    /// matters, the order of non-commuting adapters, kinds outside `--precision`.
+    var notes: [String] {
+        var n: [String] = []
+        let sensitive = adapters.flatMap(\.merged).filter { $0.doraAxis != nil || $0.kind == .oft || $0.kind == .boft }
+        if !sensitive.isEmpty {
+            n.append(
+                "\(sensitive.count) DoRA/OFT/BOFT module(s) follow --compat \(compat.rawValue) (\(compat == .lycoris ? "the LyCORIS library's definitions" : "ComfyUI's arithmetic"))"
+            )
+        }
+        if let first = orderDependent.first {
+            n.append(
+                "\(orderDependent.count) tensor(s) are changed by several adapters whose results depend on the weight (e.g. \(displayable(first))): they are applied in command-line order, and another order gives another result"
+            )
+        }
+        if fp32Modules > 0 {
+            n.append(
+                "\(fp32Modules) module(s) of kinds sd-scripts cannot merge are computed in fp32; --precision applies to LoRA/LoCon only"
+            )
+        }
+        return n
     }
 
     static func text(_ t: UpdateTarget) -> String {
@@ -69,7 +92,8 @@ extension MergePlan {
     func reportJSON(execution r: ExecutionReport?, output: String?) -> MergeReportJSON {
         let c = counts
         return MergeReportJSON(
-            schema: 2, command: "merge", dryRun: r == nil,
+            schema: 2, command: "merge", dryRun: r == nil, compat: compat.rawValue, orderDependent: orderDependent,
+            notes: notes,
             checkpoint: .init(path: checkpointPath, architecture: checkpoint.architecture.rawValue),
             adapters: adapters.map { a in
                 .init(
@@ -82,7 +106,7 @@ extension MergePlan {
                             targets: m.targets.map {
                                 .init(tensor: $0.tensor, rows: $0.rows.map { [$0.lowerBound, $0.upperBound] })
                             },
-                            scale: m.scale, scaleSource: m.scaleSource.rawValue)
+                            scale: m.scale, scaleSource: m.scaleSource.rawValue, doraAxis: m.doraAxis?.rawValue)
                     },
                     notMerged: a.skipped.map {
                         .init(module: $0.module, reason: $0.reason.rawValue, message: $0.message)
@@ -108,9 +132,10 @@ struct MergeReportJSON: Encodable {
         let targets: [Target]
         let scale: Double
         let scaleSource: String
+        let doraAxis: String?
         enum CodingKeys: String, CodingKey {
             case module, kind, targets, scale
-            case scaleSource = "scale_source"
+            case scaleSource = "scale_source", doraAxis = "dora_axis"
         }
     }
     struct NotMerged: Encodable { let module: String; let reason: String; let message: String }
@@ -144,6 +169,9 @@ struct MergeReportJSON: Encodable {
     let schema: Int
     let command: String
     let dryRun: Bool
+    let compat: String
+    let orderDependent: [String]
+    let notes: [String]
     let checkpoint: Checkpoint
     let adapters: [Adapter]
     let output: Output
@@ -152,7 +180,7 @@ struct MergeReportJSON: Encodable {
     let flops: Double?
     let threads: Int?
     enum CodingKeys: String, CodingKey {
-        case schema, command, checkpoint, adapters, output, overflows, seconds, flops, threads
-        case dryRun = "dry_run"
+        case schema, command, checkpoint, adapters, output, overflows, seconds, flops, threads, compat, notes
+        case dryRun = "dry_run", orderDependent = "order_dependent"
     }
 }

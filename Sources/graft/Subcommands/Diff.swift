@@ -57,6 +57,9 @@ extension Graft {
         @Option(help: "Residual up to which a LoRA-touched tensor counts as explained.")
         var loraTolerance: Double = 0.05
 
+        @Option(help: "Arithmetic of the --lora prediction where references disagree: lycoris or comfyui (as merge).")
+        var compat: MergeCompat = .lycoris
+
         @Option(help: "Worker threads (default: all cores).")
         var threads: Int?
 
@@ -95,9 +98,10 @@ extension Graft {
                 if let threads { runner.threads = threads }
                 let bar = ProgressBar(label: "diff", enabled: options.showsProgress && !options.json)
                 defer { bar.finish() }
-                let request = DiffRequest(
+                var request = DiffRequest(
                     a: fa, b: fb, filters: filter, threshold: threshold,
                     adapters: adapters, loraTolerance: loraTolerance)
+                request.compat = compat
                 return try runner.run(request, progress: bar.callback)
             }
             try reportingErrors {

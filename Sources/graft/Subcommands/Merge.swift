@@ -109,6 +109,9 @@ extension Graft {
                         Terminal.warn("  " + displayable("\(file): \(m.module): \(m.message)"))
                     }
                 }
+                if !options.quiet && !options.json {
+                    for n in merge.notes { Terminal.warn("graft: note: " + n) }
+                }
                 var executor = Executor()
                 executor.failOnOverflow = strict
                 if let threads { executor.threads = threads }
