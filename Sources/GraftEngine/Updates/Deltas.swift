@@ -45,6 +45,12 @@ struct LowRankProduct {
     }
 }
 
+/// Whether `count == a · b` without overflow (factor shapes come from the file).
+func isProduct(_ count: Int, _ a: Int, _ b: Int) -> Bool {
+    let (p, o) = a.multipliedReportingOverflow(by: b)
+    return !o && p == count
+}
+
 extension EngineError {
     static func factors(_ file: String, _ module: String, _ message: String) -> EngineError {
         EngineError(.shapeMismatch, file: file, module: module, message)
@@ -64,15 +70,13 @@ struct LowRankDelta: DeltaSource {
     let label: String
 
     func validate(rows: Int, columns: Int, inFeatures: Int) throws(EngineError) {
-        let upOK = up.elementCount == rows * (mid.map { Int($0.shape[0]) } ?? rank)
-        let downColumns: Int
-        if let mid {
-            let area = Int(mid.shape[2]) * Int(mid.shape[3])
-            downColumns = down.elementCount / max(rank, 1) * area
-        } else {
-            downColumns = down.elementCount / max(rank, 1)
+        let upOK = isProduct(up.elementCount, rows, mid.map { Int($0.shape[0]) } ?? rank)
+        var downOK = rank > 0 && down.elementCount % rank == 0
+        if downOK {
+            let area = mid.map { Int($0.shape[2]) * Int($0.shape[3]) } ?? 1
+            downOK = isProduct(columns, down.elementCount / rank, area)
         }
-        guard upOK, downColumns == columns else {
+        guard upOK, downOK else {
             throw .factors(
                 file.path, label,
                 "lora_up \(shapeText(up.dims)) / lora_down \(shapeText(down.dims))\(mid.map { " / lora_mid \(shapeText($0.dims))" } ?? "") do not fit \(rows) rows x \(columns) columns"
@@ -110,14 +114,14 @@ struct HadamardDelta: DeltaSource {
     private var tucker: Bool { t1 != nil }
 
     func validate(rows: Int, columns: Int, inFeatures: Int) throws(EngineError) {
-        func cols(_ b: TensorInfo, _ t: TensorInfo?) -> Int {
-            let r = max(Int(b.shape[0]), 1)
-            let area = t.map { Int($0.shape[2]) * Int($0.shape[3]) } ?? 1
-            return b.elementCount / r * area
+        func fits(_ b: TensorInfo, _ t: TensorInfo?) -> Bool {
+            let r = Int(b.shape[0])
+            guard r > 0, b.elementCount % r == 0 else { return false }
+            return isProduct(columns, b.elementCount / r, t.map { Int($0.shape[2]) * Int($0.shape[3]) } ?? 1)
         }
         let out1 = tucker ? Int(w1a.shape[1]) : Int(w1a.shape[0])
         let out2 = tucker ? Int(w2a.shape[1]) : Int(w2a.shape[0])
-        guard out1 == rows, out2 == rows, cols(w1b, t1) == columns, cols(w2b, t2) == columns else {
+        guard out1 == rows, out2 == rows, fits(w1b, t1), fits(w2b, t2) else {
             throw .factors(
                 file.path, label,
                 "hada_w1_a \(shapeText(w1a.dims)) / hada_w1_b \(shapeText(w1b.dims)) do not fit \(rows) rows x \(columns) columns"
@@ -171,7 +175,7 @@ struct KroneckerDelta: DeltaSource {
 
     func validate(rows: Int, columns: Int, inFeatures: Int) throws(EngineError) {
         let (a, c) = w1.shape, (b, d) = w2.shape
-        guard a * b == rows, c * d == columns else {
+        guard isProduct(rows, a, b), isProduct(columns, c, d) else {
             throw .factors(
                 file.path, label,
                 "kron of (\(a), \(c)) and (\(b), \(d)) is (\(a * b), \(c * d)); the target is \(rows) rows x \(columns) columns"
@@ -255,11 +259,11 @@ struct GLoRADelta: DeltaSource {
     let label: String
 
     func validate(rows: Int, columns: Int, inFeatures: Int) throws(EngineError) {
-        let r = Int(inB.shape[0])
-        guard inFeatures > 0, columns % inFeatures == 0, inA.elementCount == inFeatures * Int(inA.shape[1]),
-            Int(inA.shape[0]) == inFeatures, inB.elementCount == r * inFeatures, Int(outA.shape[0]) == rows,
-            outB.elementCount == Int(outB.shape[0]) * columns, Int(outA.shape[1]) == Int(outB.shape[0]),
-            Int(inA.shape[1]) == r
+        let r = Int(inB.shape[0]), q = Int(outB.shape[0])
+        guard inFeatures > 0, columns % inFeatures == 0, Int(inA.shape[0]) == inFeatures, Int(inA.shape[1]) == r,
+            isProduct(inA.elementCount, inFeatures, r), isProduct(inB.elementCount, r, inFeatures),
+            Int(outA.shape[0]) == rows, Int(outA.shape[1]) == q, isProduct(outA.elementCount, rows, q),
+            isProduct(outB.elementCount, q, columns)
         else {
             throw .factors(
                 file.path, label,
