@@ -395,8 +395,9 @@ public struct KeyMapper: Sendable {
         switch module.kind {
         case .ia3:
             guard let w = module.parts[.ia3Weight], shape.count >= 2 else { return false }
+            // One value per output row, or (on_input) per input channel at every kernel tap.
             let n = w.saturatedElementCount
-            return n == shape[0] || n == saturatedProduct(Array(shape.dropFirst()))
+            return n == shape[0] || n == shape[1]
         default:
             guard let d = module.delta else { return true }  // nothing to check against
             return d.fits(shape)

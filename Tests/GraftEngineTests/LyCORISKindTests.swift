@@ -612,15 +612,11 @@ struct LyCORISKindTests {
         try ia3Merge(U.conv, onInput: false)
     }
 
-    /// KeyMapper.fits accepts an (IA)³ weight of O or I·kh·kw elements only, while the
-    /// update (and LyCORIS) wants I elements, one per input channel at every tap: a conv
-    /// on_input module never maps.
+    /// Regression: the key mapper once accepted O or I·kh·kw elements only, so a conv
+    /// on_input module never mapped.
     @Test("(IA)³ on a 3x3 conv, input axis: weight (1, I, 1, 1) scales each input channel at every tap")
     func ia3ConvInput() throws {
-        withKnownIssue("bug: KeyMapper.fits rejects an on_input (IA)³ weight of I elements on a conv (shape_mismatch)")
-        {
-            try ia3Merge(U.conv, onInput: true)
-        }
+        try ia3Merge(U.conv, onInput: true)
     }
 
     // MARK: GLoRA
