@@ -234,3 +234,118 @@ void gk_lora_gemm_f32(size_t m, size_t n, size_t r, float *acc, size_t lda,
 #endif
     gemm_l0(m, n, r, acc, lda, U, ldu, D, ldd, ratio, scale);
 }
+
+/* ------------------------------------------------- LoHa: two products, fused
+ *
+ * acc += ((U1 @ D1) * (U2 @ D2)) * coef, each product one FMA chain per element
+ * in k order from +0.0f (fmaf: a single rounding, the same on every level), so
+ * results do not depend on blocking or level. Both products of a tile stay in
+ * registers; nothing is materialised. */
+#define H_MR 4
+#define H_NB 32
+
+GK_INLINE void hadamard_tile(size_t mr, size_t w, size_t r1, size_t r2, float *acc, size_t lda,
+                             const float *U1, size_t ldu1, const float *D1, size_t ldd1,
+                             const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef) {
+    float c1[H_MR][H_NB], c2[H_MR][H_NB];
+    for (size_t i = 0; i < H_MR; i++)
+        for (size_t j = 0; j < H_NB; j++) { c1[i][j] = 0.0f; c2[i][j] = 0.0f; }
+    if (mr == H_MR && w == H_NB) {
+        for (size_t k = 0; k < r1; k++) {
+            const float *d = D1 + k * ldd1;
+            for (size_t i = 0; i < H_MR; i++) {
+                float u = U1[i * ldu1 + k];
+                for (size_t j = 0; j < H_NB; j++) c1[i][j] = fmaf(u, d[j], c1[i][j]);
+            }
+        }
+        for (size_t k = 0; k < r2; k++) {
+            const float *d = D2 + k * ldd2;
+            for (size_t i = 0; i < H_MR; i++) {
+                float u = U2[i * ldu2 + k];
+                for (size_t j = 0; j < H_NB; j++) c2[i][j] = fmaf(u, d[j], c2[i][j]);
+            }
+        }
+        for (size_t i = 0; i < H_MR; i++) {
+            float *a = acc + i * lda;
+            for (size_t j = 0; j < H_NB; j++) {
+                float t = c1[i][j] * c2[i][j];
+                t = t * coef;
+                a[j] = a[j] + t;
+            }
+        }
+        return;
+    }
+    for (size_t k = 0; k < r1; k++) {
+        const float *d = D1 + k * ldd1;
+        for (size_t i = 0; i < mr; i++) {
+            float u = U1[i * ldu1 + k];
+            for (size_t j = 0; j < w; j++) c1[i][j] = fmaf(u, d[j], c1[i][j]);
+        }
+    }
+    for (size_t k = 0; k < r2; k++) {
+        const float *d = D2 + k * ldd2;
+        for (size_t i = 0; i < mr; i++) {
+            float u = U2[i * ldu2 + k];
+            for (size_t j = 0; j < w; j++) c2[i][j] = fmaf(u, d[j], c2[i][j]);
+        }
+    }
+    for (size_t i = 0; i < mr; i++) {
+        float *a = acc + i * lda;
+        for (size_t j = 0; j < w; j++) {
+            float t = c1[i][j] * c2[i][j];
+            t = t * coef;
+            a[j] = a[j] + t;
+        }
+    }
+}
+
+GK_INLINE void hadamard_gemm_body(size_t m, size_t n, size_t r1, size_t r2, float *acc, size_t lda,
+                                  const float *U1, size_t ldu1, const float *D1, size_t ldd1,
+                                  const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef) {
+    size_t nc = gk_panel_cols(r1 + r2, H_NB);
+    for (size_t jc = 0; jc < n; jc += nc) {
+        size_t je = jc + nc < n ? jc + nc : n;
+        for (size_t i = 0; i < m; i += H_MR) {
+            size_t mr = m - i < H_MR ? m - i : H_MR;
+            for (size_t j = jc; j < je; j += H_NB) {
+                size_t w = je - j < H_NB ? je - j : H_NB;
+                hadamard_tile(mr, w, r1, r2, acc + i * lda + j, lda, U1 + i * ldu1, ldu1, D1 + j, ldd1,
+                              U2 + i * ldu2, ldu2, D2 + j, ldd2, coef);
+            }
+        }
+    }
+}
+
+GK_MULTI(hadamard_gemm,
+         (size_t m, size_t n, size_t r1, size_t r2, float *acc, size_t lda, const float *U1, size_t ldu1,
+          const float *D1, size_t ldd1, const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef),
+         (m, n, r1, r2, acc, lda, U1, ldu1, D1, ldd1, U2, ldu2, D2, ldd2, coef))
+
+void gk_hadamard_gemm_f32(size_t m, size_t n, size_t r1, size_t r2, float *acc, size_t lda,
+                          const float *U1, size_t ldu1, const float *D1, size_t ldd1,
+                          const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef) {
+    if (m == 0 || n == 0) return;
+    GK_DISPATCH(hadamard_gemm, (m, n, r1, r2, acc, lda, U1, ldu1, D1, ldd1, U2, ldu2, D2, ldd2, coef));
+}
+
+/* ------------------------------------------------------ sum of squares (DoRA)
+ * Sum of x[i]^2 in double with 8 interleaved partial sums (lane i % 8), combined
+ * pairwise at the end: a fixed order for a given n, whatever the level. */
+GK_INLINE double sumsq_acc(const float *x, size_t n) {
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t l = 0; l < 8; l++) { double v = (double)x[i + l]; s[l] += v * v; }
+    for (size_t l = 0; i < n; i++, l++) { double v = (double)x[i]; s[l] += v * v; }
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
+GK_INLINE void sumsq_body(const float *x, size_t n, double *out) { *out = sumsq_acc(x, n); }
+
+GK_MULTI(sumsq, (const float *x, size_t n, double *out), (x, n, out))
+
+double gk_sumsq_f32(const float *x, size_t n) {
+    double out = 0;
+    GK_DISPATCH(sumsq, (x, n, &out));
+    return out;
+}

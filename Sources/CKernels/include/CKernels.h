@@ -109,6 +109,19 @@ void gk_lora_gemm_f32(size_t m, size_t n, size_t r,
                       const float *D, size_t ldd,
                       float ratio, float scale);
 
+/**
+ * LoHa: acc[i*lda + j] += (M1[i][j] * M2[i][j]) * coef, with M1 = U1 @ D1 (rank r1)
+ * and M2 = U2 @ D2 (rank r2), each element one FMA chain in k order from +0.0f as in
+ * gk_lora_gemm_f32; bit-identical for any blocking and any level. acc must not
+ * overlap the factors.
+ */
+void gk_hadamard_gemm_f32(size_t m, size_t n, size_t r1, size_t r2, float *acc, size_t lda,
+                          const float *U1, size_t ldu1, const float *D1, size_t ldd1,
+                          const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef);
+
+/** Σ x[i]² in double, in a fixed order for a given n (8 interleaved partial sums). */
+double gk_sumsq_f32(const float *x, size_t n);
+
 /* -------------------------------------------------------------- statistics */
 
 /** Statistics of a run of values. Moments skip NaN and +-inf; min/max are

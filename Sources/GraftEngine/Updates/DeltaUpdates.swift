@@ -1,4 +1,5 @@
 import Adapters
+import CKernels
 import SafeTensors
 
 /// `W[rows] += coefficient · D`, with `D` a module's dense delta and `coefficient` =
@@ -38,7 +39,6 @@ final class AdditiveApplier: RowApplier {
     private let u: AdditiveUpdate
     private let filler: any DeltaFiller
     private let columns: Int
-    private var d = FloatBuffer()
 
     init(_ u: AdditiveUpdate, filler: any DeltaFiller, columns: Int) {
         self.u = u
@@ -46,15 +46,10 @@ final class AdditiveApplier: RowApplier {
         self.columns = columns
     }
 
-    deinit { d.free() }
-
     func apply(_ block: RowBlock, reduced: UnsafeBufferPointer<Double>?) throws {
-        let n = block.rows.count * columns
-        d.ensure(n)
         let first = block.rows.lowerBound - u.rows.lowerBound
-        filler.fill(first..<first + block.rows.count, weight: block.values, into: d.p)
-        let w = block.values, dp = d.p, c = u.coefficient
-        for i in 0..<n { w[i] += c * dp[i] }
+        filler.accumulate(
+            first..<first + block.rows.count, into: block.values, columns: columns, coefficient: u.coefficient)
     }
 }
 
@@ -141,61 +136,80 @@ final class DoRAApplier: RowApplier {
 
     deinit { v.free() }
 
-    /// `V = W + scale · D` for the block, into `v`.
-    private func updated(_ block: RowBlock) -> UnsafeMutablePointer<Float> {
+    /// `V = W + scale · D` for the block, into the scratch buffer (W is kept).
+    private func updatedCopy(_ block: RowBlock) -> UnsafeMutablePointer<Float> {
         let n = block.rows.count * columns
         v.ensure(n)
+        v.p.update(from: block.values, count: n)
         let first = block.rows.lowerBound - u.rows.lowerBound
-        filler.fill(first..<first + block.rows.count, weight: block.values, into: v.p)
-        let w = block.values, vp = v.p, s = u.scale
-        for i in 0..<n { vp[i] = w[i] + s * vp[i] }
-        return vp
+        filler.accumulate(first..<first + block.rows.count, into: v.p, columns: columns, coefficient: u.scale)
+        return v.p
     }
 
     func reduce(_ block: RowBlock, into partial: UnsafeMutableBufferPointer<Double>) throws {
-        let vp = updated(block)
+        let vp = updatedCopy(block)
         for k in 0..<block.rows.count {
             let row = vp + k * columns
             for j in 0..<columns { partial[j] += Double(row[j]) * Double(row[j]) }
         }
     }
 
+    private static func norm(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        Float(gk_sumsq_f32(p, n).squareRoot())
+    }
+
     func apply(_ block: RowBlock, reduced: UnsafeBufferPointer<Double>?) throws {
-        let vp = updated(block)
         let w = block.values, m = u.ratio, eps = Float.ulpOfOne
+        let rows = block.rows.count, first = block.rows.lowerBound - u.rows.lowerBound
         let comfy = u.compat == .comfyui
-        // The factor each element of V is multiplied by, per row or per input channel.
-        func factor(_ d: Float, _ norm: Float) -> Float {
-            comfy ? d / (norm + eps) : m * (d / (norm + eps) - 1) + 1
+        // ComfyUI interpolates the final weight, so it needs W next to V; otherwise V
+        // replaces W in place.
+        let lerp = comfy && m != 1
+        // ComfyUI's output axis divides by the norm of W, taken before W changes.
+        let weightNorms: [Float] =
+            comfy && u.axis == .output ? (0..<rows).map { Self.norm(w + $0 * columns, columns) } : []
+        let vp: UnsafeMutablePointer<Float>
+        if lerp {
+            vp = updatedCopy(block)
+        } else {
+            filler.accumulate(first..<first + rows, into: w, columns: columns, coefficient: u.scale)
+            vp = w
         }
-        func finish(_ i: Int, _ f: Float) {
-            let x = vp[i] * f
-            w[i] = (!comfy || m == 1) ? x : w[i] + m * (x - w[i])
-        }
+        // The factor each element of V is multiplied by: d / (N + ε) (ComfyUI), or the
+        // magnitude interpolated by the ratio (LyCORIS).
+        func factor(_ d: Float, _ norm: Float) -> Float { comfy ? d / (norm + eps) : m * (d / (norm + eps) - 1) + 1 }
         switch u.axis {
         case .output:
-            for k in 0..<block.rows.count {
+            for k in 0..<rows {
                 let o = k * columns
-                // ComfyUI takes the norm of the weight before the update on this axis.
-                let src = comfy ? UnsafePointer(w + o) : UnsafePointer(vp + o)
-                var sum: Double = 0
-                for j in 0..<columns { sum += Double(src[j]) * Double(src[j]) }
-                let f = factor(magnitude[block.rows.lowerBound - u.rows.lowerBound + k], Float(sum.squareRoot()))
-                for j in 0..<columns { finish(o + j, f) }
+                let f = factor(magnitude[first + k], comfy ? weightNorms[k] : Self.norm(vp + o, columns))
+                if lerp {
+                    for j in o..<o + columns { w[j] += m * (vp[j] * f - w[j]) }
+                } else {
+                    for j in o..<o + columns { w[j] = vp[j] * f }
+                }
             }
         case .input:
             guard let reduced else {
                 throw EngineError(.internalInconsistency, module: u.label, "input-axis DoRA without its column norms")
             }
-            var f = [Float](repeating: 0, count: u.inFeatures)
+            var f = [Float](repeating: 0, count: columns)
             for i in 0..<u.inFeatures {
                 var sum: Double = 0
                 for hw in 0..<area { sum += reduced[i * area + hw] }
-                f[i] = factor(magnitude[i], Float(sum.squareRoot()))
+                let fi = factor(magnitude[i], Float(sum.squareRoot()))
+                for hw in 0..<area { f[i * area + hw] = fi }
             }
-            for k in 0..<block.rows.count {
-                let o = k * columns
-                for j in 0..<columns { finish(o + j, f[j / area]) }
+            f.withUnsafeBufferPointer { fp in
+                guard let fb = fp.baseAddress else { return }
+                for k in 0..<rows {
+                    let o = k * columns
+                    if lerp {
+                        for j in 0..<columns { w[o + j] += m * (vp[o + j] * fb[j] - w[o + j]) }
+                    } else {
+                        for j in 0..<columns { w[o + j] = vp[o + j] * fb[j] }
+                    }
+                }
             }
         }
     }

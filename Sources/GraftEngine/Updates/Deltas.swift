@@ -1,4 +1,5 @@
 import Adapters
+import CKernels
 import SafeTensors
 
 /// The unscaled dense delta `D` of one adapter module, flattened to the target's
@@ -23,6 +24,23 @@ public protocol DeltaFiller: AnyObject {
     /// (`rows.count × columns`); `weight` holds the same rows of the weight as the
     /// updates before this one left it.
     func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>)
+    /// `acc += coefficient · D` for rows `rows`; `acc` is the block of the weight itself
+    /// (fillers that read the weight must not see it change midway).
+    func accumulate(_ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float)
+}
+
+extension DeltaFiller {
+    /// Fills `D` into a scratch buffer, then adds it: for fillers that read the weight
+    /// (GLoRA) or have no fused kernel (LoKr).
+    public func accumulate(
+        _ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float
+    ) {
+        let n = rows.count * columns
+        let d = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+        defer { d.deallocate() }
+        fill(rows, weight: acc, into: d)
+        for i in 0..<n { acc[i] += coefficient * d[i] }
+    }
 }
 
 /// `A @ B` with `A` `rows × r` and `B` `r × columns`, rows on demand: LoRA / LoCon
@@ -34,12 +52,17 @@ struct LowRankProduct {
     /// `out[i] = (A @ B)[first + i]` for `count` rows.
     func fill(first: Int, count: Int, into out: UnsafeMutablePointer<Float>) {
         out.update(repeating: 0, count: count * b.columns)
+        accumulate(first: first, count: count, into: out, coefficient: 1)
+    }
+
+    /// `acc[i] += coefficient · (A @ B)[first + i]` in one pass (the LoRA kernel).
+    func accumulate(first: Int, count: Int, into acc: UnsafeMutablePointer<Float>, coefficient: Float) {
         a.values.withUnsafeBufferPointer { ap in
             b.values.withUnsafeBufferPointer { bp in
                 LoRAKernel.accumulate(
-                    out, lda: b.columns, up: ap.baseAddress! + first * a.columns, ldu: a.columns,
+                    acc, lda: b.columns, up: ap.baseAddress! + first * a.columns, ldu: a.columns,
                     down: bp.baseAddress!, ldd: b.columns, rows: count, columns: b.columns, rank: a.columns,
-                    ratio: 1, scale: 1)
+                    ratio: 1, scale: coefficient)
             }
         }
     }
@@ -99,6 +122,10 @@ final class ProductFiller: DeltaFiller {
     init(_ p: LowRankProduct) { product = p }
     func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         product.fill(first: rows.lowerBound, count: rows.count, into: out)
+    }
+
+    func accumulate(_ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float) {
+        product.accumulate(first: rows.lowerBound, count: rows.count, into: acc, coefficient: coefficient)
     }
 }
 
@@ -161,6 +188,24 @@ final class HadamardFiller: DeltaFiller {
         m2.fill(first: rows.lowerBound, count: rows.count, into: scratch.p)
         let s = scratch.p
         for i in 0..<n { out[i] *= s[i] }
+    }
+
+    /// Both products and the Hadamard product in registers (`gk_hadamard_gemm_f32`).
+    func accumulate(_ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float) {
+        let first = rows.lowerBound
+        m1.a.values.withUnsafeBufferPointer { u1 in
+            m1.b.values.withUnsafeBufferPointer { d1 in
+                m2.a.values.withUnsafeBufferPointer { u2 in
+                    m2.b.values.withUnsafeBufferPointer { d2 in
+                        gk_hadamard_gemm_f32(
+                            rows.count, columns, m1.a.columns, m2.a.columns, acc, columns,
+                            u1.baseAddress! + first * m1.a.columns, m1.a.columns, d1.baseAddress!, columns,
+                            u2.baseAddress! + first * m2.a.columns, m2.a.columns, d2.baseAddress!, columns,
+                            coefficient)
+                    }
+                }
+            }
+        }
     }
 }
 
