@@ -1,4 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Adapters
+import FileIO
 import Fixtures
 import Foundation
 import GraftEngine
@@ -7,8 +11,9 @@ import SafeTensors
 /// The fixed checkpoint every adapter is planned against: a reduced-width SDXL base from
 /// `Fixtures` (real key names and shapes), thinned to a few layers of each kind so that
 /// each input stays fast (the planner reuses ``mapper``, the checkpoint's key index, built
-/// once). Only its header matters; the data is a
-/// sparse zero tail of a memfd.
+/// once). ``file``'s data is a sparse zero tail of a memfd; ``patterned`` has the same
+/// header over non-zero data (small finite values, different in every element), so that
+/// executed updates also see a weight that is not zero (norms, rotations, GLoRA's W @ A).
 public enum FixedCheckpoint {
     public static let architecture = SDXLArchitecture(widthDivisor: 16)
     public static let tensors: [SyntheticTensor] = architecture.checkpointTensors().filter(keep)
@@ -48,12 +53,35 @@ public enum FixedCheckpoint {
         return try! m.open()
     }()
 
+    nonisolated(unsafe) private static var patternFile: MemFile? = nil
+
+    public static let patterned: SafeTensorsFile = {
+        let layout = try! FileLayout(tensors: tensors.map(\.outputTensor), metadata: nil)
+        let m = MemFile(name: "graft-fuzz-checkpoint-patterned")
+        var bytes = layout.headerBytes + [UInt8](repeating: 0, count: layout.totalByteCount - layout.dataStart)
+        var values: [Float] = []
+        for (i, t) in layout.tensors.enumerated() where Conversion.isSupported(t.dtype) && t.elementCount > 0 {
+            let n = t.elementCount
+            if values.count < n { values = (0..<n).map { Float(($0 * 37 + 11) % 29 - 14) / 64 } }
+            let offset = layout.fileOffset(ofTensorAt: i)
+            bytes.withUnsafeMutableBytes { b in
+                values.withUnsafeBufferPointer {
+                    Conversion.fromFloat32($0.baseAddress!, to: b.baseAddress! + offset, t.dtype, count: n)
+                }
+            }
+        }
+        m.replace(with: bytes)
+        patternFile = m
+        return try! m.open()
+    }()
+
     public static let mapper = KeyMapper(tensors: file.tensors, metadata: file.metadata)
 }
 
-/// Everything graft does with an adapter before touching tensor data: analysis, the
-/// `list` report, key mapping, per-module resolution and merge planning against
-/// ``FixedCheckpoint``. Errors are expected; only traps and sanitizer reports count.
+/// Everything graft does with an adapter: analysis, the `list` report, key mapping,
+/// per-module resolution, merge planning against ``FixedCheckpoint``, and execution of
+/// every planned update (``execute(_:chunkElements:)``). Errors are expected; only traps
+/// and sanitizer reports count.
 public enum AdapterPipeline {
     public static func run(_ file: SafeTensorsFile) {
         let alpha: (TensorInfo) throws -> Double? = { try file.scalarValue(of: $0) }
@@ -85,16 +113,67 @@ public enum AdapterPipeline {
         guard !analysis.modules.isEmpty, analysis.kind != .unknown else { return }
         // Strict (fp32) or --allow-unmatched (fp16, bf16 output), by the input's size:
         // one plan per input, for the same reason.
+        // The other bits of the size pick the checkpoint data (zeros or a pattern), the compat
+        // and the ratio of the executed merge.
         let allowUnmatched = file.byteCount % 2 == 0
+        let choice = file.byteCount / 2
         do {
             let precision: MergePrecision = allowUnmatched ? .fp16 : .fp32
-            let request = MergeRequest(
-                checkpoint: FixedCheckpoint.file, adapters: [MergeInput(file: file, ratio: 0.75)],
+            var request = MergeRequest(
+                checkpoint: choice % 2 == 0 ? FixedCheckpoint.file : FixedCheckpoint.patterned,
+                adapters: [MergeInput(file: file, ratio: choice / 2 % 3 == 0 ? 1 : 0.75)],
                 savePrecision: allowUnmatched ? .BF16 : nil, precision: precision,
                 allowUnmatched: allowUnmatched, outputPath: "fuzz-out.safetensors", graftVersion: "fuzz")
+            request.compat = choice / 6 % 2 == 0 ? .lycoris : .comfyui
             // The planner lays the output out itself (MergePlan.outputBytes).
             guard let merge = try? MergePlanner.plan(request, mapper: FixedCheckpoint.mapper) else { return }
             _ = (merge.unmatched, merge.outputBytes)
+            execute(merge, chunkElements: choice / 12 % 2 == 0 ? 1 << 12 : 64)
         }
+    }
+
+    /// Work above which a plan is not executed (floating-point operations of its updates,
+    /// bytes of adapter factors): a merge that large only costs time and memory, and the
+    /// shapes that reach it are exercised by validation and planning already.
+    static let maxFlops = 5e7
+    static let maxAdapterBytes = 64 << 20
+
+    /// The output directory: tmpfs when there is one, a directory of this process alone
+    /// (AtomicOutput scans the destination's directory for stale partial outputs).
+    static let outputDirectory: String = {
+        let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : NSTemporaryDirectory()
+        let dir = "\(base)/graft-fuzz-exec-\(getpid())"
+        mkdir(dir, 0o700)
+        return dir
+    }()
+
+    /// Runs the real ``Executor`` on the tensors of `merge` that updates change (the copies
+    /// and conversions are left out: they do not depend on the adapter), one thread, small
+    /// chunks (so that chunking, OFT's row alignment and BOFT's whole-update blocks are
+    /// exercised), into an `O_TMPFILE` output on tmpfs that is aborted, never committed.
+    public static func execute(_ merge: MergePlan, chunkElements: Int = 1 << 12) {
+        let tensors = merge.execution.tensors.filter {
+            if case .update = $0.operation { return true }
+            return false
+        }
+        guard !tensors.isEmpty else { return }
+        let flops = tensors.reduce(0.0) {
+            if case .update(let u) = $1.operation { return $0 + u.flops() }
+            return $0
+        }
+        guard flops <= maxFlops, merge.adapters.allSatisfy({ a in
+            a.analysis.modules.allSatisfy { $0.parts.values.reduce(0) { $0 + $1.byteCount } <= maxAdapterBytes }
+        }) else { return }
+        let plan = ExecutionPlan(tensors: tensors, metadata: nil, precision: merge.execution.precision)
+        var executor = Executor()
+        executor.threads = 1
+        executor.chunkElements = chunkElements
+        executor.copyChunkBytes = 1 << 16
+        executor.directIO = false
+        guard let output = try? AtomicOutput(path: outputDirectory + "/out.safetensors", overwrite: true) else {
+            return
+        }
+        _ = try? executor.run(plan, into: output)
+        output.abort()
     }
 }

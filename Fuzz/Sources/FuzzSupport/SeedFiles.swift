@@ -119,6 +119,20 @@ public enum SeedFiles {
         for (i, template) in StructuredAdapter.Template.allCases.enumerated() {
             s["\(template)"] = StructuredAdapter.seed(template: template, name: (i * 97) % 1024)
             s["\(template)-sd1-meta"] = StructuredAdapter.seed(template: template, name: (i * 131) % 1024, rank: 3, flags: 0x0F)
+            s["\(template)-pattern"] = StructuredAdapter.seed(template: template, name: (i * 61) % 1024, flags: 0x41,
+                                                               extra: [0, 0, 0, 0, 0, 0, 0, 0, 0x3C, 0x01, 0xB8, 0x22, 0x30, 0x00, 0x35, 0x91])
+        }
+        // The layouts and optional parts of the templates that read a variant byte (the
+        // recipe's byte after the rank), each once.
+        let variants: [StructuredAdapter.Template: [UInt8]] = [
+            .dora: [1], .oft: [1, 2, 6, 8, 0x1A], .boft: [1, 2, 4, 9, 0x13], .diff: [1, 2], .ia3: [1, 2, 3, 4, 5],
+            .glora: [1, 2], .norm: [1, 2], .lohaDoRA: [1, 2, 3], .lokrDoRA: [1, 2, 3, 4, 5, 6, 7],
+        ]
+        for (template, list) in variants {
+            for (k, v) in list.enumerated() {
+                let seed = StructuredAdapter.seed(template: template, name: (k * 211 + template.rawValue * 7) % 1024)
+                s["\(template)-variant-\(v)"] = Array(seed.dropLast()) + [v, 0]
+            }
         }
         return s
     }

@@ -32,11 +32,14 @@ public struct ChoiceReader {
 /// Layout of the recipe (a zero byte always means "the plain choice", so short seeds
 /// describe clean files):
 ///   [flags] [moduleCount-1] then per module: [name hi] [name lo] [template] [rank]
+///   [variant: templates with layouts / optional parts read one or two bytes here]
 ///   [mutation count] (per mutation: [op] [part] [dim] [value]) [alpha: 8 bytes]
+/// then the metadata choices of `flags` & 0x0F, and with `flags` & 0x40 an 8-byte data
+/// pattern for the factors (else they are zeros).
 public enum StructuredAdapter {
     public enum Template: Int, CaseIterable, Sendable {
         case lora, loraConvTucker, peft, dora, loha, lohaTucker, lokr, lokrLowRankW2, lokrLowRankW1, lokrTucker,
-             oft, diff, ia3, glora, norm, randomParts
+             oft, diff, ia3, glora, norm, randomParts, boft, lohaDoRA, lokrDoRA
     }
 
     static let ranks = [4, 1, 2, 8, 16, 3, 32, 64]
@@ -65,6 +68,17 @@ public enum StructuredAdapter {
         var suffix: String
         var dtype: DType
         var shape: [UInt64]
+        /// The first bytes of its data (the rest is zeros), e.g. the `on_input` flag.
+        var value: [UInt8]? = nil
+    }
+
+    /// Norm layers of ``FixedCheckpoint`` as LyCORIS names them (`lora_unet_…_norm1`), with
+    /// their channel count: the targets of the `norm` template.
+    static let normTargets: [(name: String, channels: Int)] = FixedCheckpoint.tensors.compactMap { t in
+        guard t.name.hasPrefix(SDXLArchitecture.unetPrefix), t.name.hasSuffix(".weight"), t.shape.count == 1,
+              t.name.contains("norm") else { return nil }
+        let path = t.name.dropFirst(SDXLArchitecture.unetPrefix.count).dropLast(".weight".count)
+        return ("lora_unet_" + path.replacingOccurrences(of: ".", with: "_"), t.shape[0])
     }
 
     /// Decodes a recipe into tensors, alpha bytes and metadata; nil for a recipe whose
@@ -89,11 +103,20 @@ public enum StructuredAdapter {
             }
             let template = Template(rawValue: Int(r.byte()) % Template.allCases.count)!
             let rank = ranks[Int(r.byte()) % ranks.count]
-            var module = build(template, name: name, out: out, in: inF, kernel: kernel, rank: rank, reader: &r)
+            var module: [Part]
+            var moduleName = name
+            if template == .norm, sel % 16 != 15, !normTargets.isEmpty {
+                // A norm layer (the LoRA target list has none): C channels.
+                let t = normTargets[sel / 16 % normTargets.count]
+                moduleName = t.name
+                module = build(.norm, name: t.name, out: t.channels, in: t.channels, kernel: [], rank: rank, reader: &r)
+            } else {
+                module = build(template, name: name, out: out, in: inF, kernel: kernel, rank: rank, reader: &r)
+            }
             let mutations = Int(r.byte() % 8)
             for _ in 0 ..< mutations { mutate(&module, reader: &r, names: targets) }
             parts += module
-            alphaBytes[name + ".alpha"] = r.bytes(8)
+            alphaBytes[moduleName + ".alpha"] = r.bytes(8)
         }
         let dtypeSwap = flags & 0x80 != 0 ? r.pick(DType.allCases) : nil
         if let dtypeSwap { for i in parts.indices where parts[i].suffix == ".alpha" { parts[i].dtype = dtypeSwap } }
@@ -118,17 +141,25 @@ public enum StructuredAdapter {
             metadata = md
         }
 
+        // Flag 0x40: every other tensor gets non-zero data, a pattern of 8 bytes from the recipe
+        // (any bit pattern: NaN, inf, huge values), so that executed updates see factors that are not zero.
+        let pattern = flags & 0x40 != 0 ? r.bytes(8) : nil
         var seen = Set<String>()
         var tensors: [OutputTensor] = []
         for p in parts where seen.insert(p.module + p.suffix).inserted {
             tensors.append(OutputTensor(name: p.module + p.suffix, dtype: p.dtype, shape: p.shape))
+            if let v = p.value, alphaBytes[p.module + p.suffix] == nil { alphaBytes[p.module + p.suffix] = v }
         }
         guard let layout = try? FileLayout(tensors: tensors, metadata: metadata),
               layout.totalByteCount - layout.dataStart <= dataLimit else { return nil }
         var values: [(Int, [UInt8])] = []
         for (i, t) in layout.tensors.enumerated() {
-            guard let b = alphaBytes[t.name], t.byteCount > 0 else { continue }
-            values.append((layout.fileOffset(ofTensorAt: i), Array(b.prefix(t.byteCount))))
+            if let b = alphaBytes[t.name], t.byteCount > 0 {
+                values.append((layout.fileOffset(ofTensorAt: i), Array(b.prefix(t.byteCount))))
+            } else if let pattern, t.byteCount > 0, t.byteCount <= 1 << 16, i % 2 == 0 {
+                let bytes = (0 ..< t.byteCount).map { pattern[$0 % 8] &+ UInt8(truncatingIfNeeded: $0 / 8) }
+                values.append((layout.fileOffset(ofTensorAt: i), bytes))
+            }
         }
         return (layout, values)
     }
@@ -174,17 +205,69 @@ public enum StructuredAdapter {
             return [p(".lokr_w1", [a, c]), p(".lokr_w2_a", [R, O / a]), p(".lokr_w2_b", [R, I / c]),
                     p(".lokr_t2", [R, R] + kk), alpha]
         case .oft:
-            let blocks = UInt64(factor(o))
-            return [p(".oft_blocks", [blocks, O / blocks, O / blocks]), alpha]
+            // (nb, bs, bs) with nb·bs = O: nb from the divisors of O; the stored alpha is the
+            // constraint; optional rescale (O, 1[, 1, 1]); legacy oft_diag stores rotations.
+            let v = reader.byte()
+            let divisors = (1 ... min(o, 64)).filter { o % $0 == 0 }
+            let nb = UInt64(divisors.isEmpty ? 1 : divisors[Int(v >> 3) % divisors.count])
+            let bs = O / max(nb, 1)
+            var parts = [p(v & 1 == 0 ? ".oft_blocks" : ".oft_diag", [nb, bs, bs]), alpha]
+            if v & 2 != 0 { parts.append(p(".rescale", [O, 1] + (v & 4 != 0 ? [1, 1] : []))) }
+            return parts
+        case .boft:
+            // (L, nb, b, b), b even, nb·b = O, spans of 2^(L-1)·b rows dividing O.
+            let v = reader.byte()
+            let even = (1 ... min(o, 64)).filter { $0 % 2 == 0 && o % $0 == 0 }
+            let b = even.isEmpty ? 2 : even[Int(v >> 3) % even.count]
+            var levels = 1
+            while o % (b << levels) == 0 && (b << levels) <= o { levels += 1 }
+            let l = UInt64(1 + Int((v >> 1) & 3) % levels)
+            var parts = [p(".oft_blocks", [l, O / UInt64(b), UInt64(b), UInt64(b)]), alpha]
+            if v & 1 != 0 { parts.append(p(".rescale", [O, 1])) }
+            return parts
         case .diff:
-            return [p(".diff", [O, I] + K), p(".diff_b", [O])]
+            switch reader.byte() % 3 {
+            case 0: return [p(".diff", [O, I] + K), p(".diff_b", [O])]
+            case 1: return [p(".diff", [O, I] + K)]
+            default: return [p(".diff_b", [O])]
+            }
         case .ia3:
-            return [p(".weight", [O]), p(".on_input", [], .BOOL)]
+            // (O,) on the output, (I,) with on_input = 1; the flag as BOOL, F32 or I64.
+            let v = reader.byte()
+            let onInput = v & 1 != 0
+            let flag: Part
+            switch (v >> 1) % 3 {
+            case 0: flag = Part(module: name, suffix: ".on_input", dtype: .BOOL, shape: [], value: [onInput ? 1 : 0])
+            case 1: flag = Part(module: name, suffix: ".on_input", dtype: .F32, shape: [],
+                                value: onInput ? [0, 0, 0x80, 0x3F] : [0, 0, 0, 0])
+            default: flag = Part(module: name, suffix: ".on_input", dtype: .I64, shape: [1], value: [onInput ? 1 : 0])
+            }
+            return [p(".weight", [onInput ? I : O]), flag]
         case .glora:
-            return [p(".a1.weight", [R, I]), p(".a2.weight", [O, R]), p(".b1.weight", [R, I]), p(".b2.weight", [O, R] + conv),
-                    alpha]
+            switch reader.byte() % 3 {
+            case 0:  // current layout: a1 (I, r), a2 (r, I), b1 (O, r), b2 (r, I[, kh, kw])
+                return [p(".a1.weight", [I, R]), p(".a2.weight", [R, I]), p(".b1.weight", [O, R]),
+                        p(".b2.weight", [R, I] + K), alpha]
+            case 1:  // legacy layout: a1 (r, I), a2 (I, r), b1 (r, I[, kh, kw]), b2 (O, r)
+                return [p(".a1.weight", [R, I]), p(".a2.weight", [I, R]), p(".b1.weight", [R, I] + K),
+                        p(".b2.weight", [O, R]), alpha]
+            default:  // neither (unless the numbers coincide)
+                return [p(".a1.weight", [R, I]), p(".a2.weight", [O, R]), p(".b1.weight", [R, I]),
+                        p(".b2.weight", [O, R] + conv), alpha]
+            }
         case .norm:
-            return [p(".w_norm", [O]), p(".b_norm", [O])]
+            switch reader.byte() % 3 {
+            case 0: return [p(".w_norm", [O]), p(".b_norm", [O])]
+            case 1: return [p(".w_norm", [O])]
+            default: return [p(".b_norm", [O])]
+            }
+        case .lohaDoRA, .lokrDoRA:
+            let v = reader.byte()
+            let host = t == .lohaDoRA
+                ? build(v & 2 == 0 ? .loha : .lohaTucker, name: name, out: o, in: i, kernel: k, rank: r, reader: &reader)
+                : build([.lokr, .lokrLowRankW2, .lokrLowRankW1, .lokrTucker][Int(v >> 1) % 4], name: name, out: o, in: i,
+                        kernel: k, rank: r, reader: &reader)
+            return host + [p(".dora_scale", v & 1 == 0 ? [O, 1] : [1, I])]
         case .randomParts:
             let n = 1 + Int(reader.byte() % 4)
             return (0 ..< n).map { _ in
