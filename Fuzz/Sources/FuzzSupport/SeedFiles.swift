@@ -119,8 +119,10 @@ public enum SeedFiles {
         for (i, template) in StructuredAdapter.Template.allCases.enumerated() {
             s["\(template)"] = StructuredAdapter.seed(template: template, name: (i * 97) % 1024)
             s["\(template)-sd1-meta"] = StructuredAdapter.seed(template: template, name: (i * 131) % 1024, rank: 3, flags: 0x0F)
-            s["\(template)-pattern"] = StructuredAdapter.seed(template: template, name: (i * 61) % 1024, flags: 0x41,
-                                                               extra: [0, 0, 0, 0, 0, 0, 0, 0, 0x3C, 0x01, 0xB8, 0x22, 0x30, 0x00, 0x35, 0x91])
+            // Non-zero factors (flag 0x40): alpha 1.0 (F16), then the 8-byte data pattern.
+            let pattern: [UInt8] = [0x00, 0x3C, 0, 0, 0, 0, 0, 0, 0x3C, 0x01, 0xB8, 0x22, 0x30, 0x00, 0x35, 0x91]
+            s["\(template)-pattern"] = StructuredAdapter.seed(template: template, name: (i * 61) % 1024, flags: 0x40,
+                                                               extra: pattern)
         }
         // The layouts and optional parts of the templates that read a variant byte (the
         // recipe's byte after the rank), each once.

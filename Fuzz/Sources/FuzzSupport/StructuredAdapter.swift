@@ -263,10 +263,10 @@ public enum StructuredAdapter {
             }
         case .lohaDoRA, .lokrDoRA:
             let v = reader.byte()
-            let host = t == .lohaDoRA
-                ? build(v & 2 == 0 ? .loha : .lohaTucker, name: name, out: o, in: i, kernel: k, rank: r, reader: &reader)
-                : build([.lokr, .lokrLowRankW2, .lokrLowRankW1, .lokrTucker][Int(v >> 1) % 4], name: name, out: o, in: i,
-                        kernel: k, rank: r, reader: &reader)
+            let hosts: [Template] = t == .lohaDoRA
+                ? [.loha, .lohaTucker] : [.lokr, .lokrLowRankW2, .lokrLowRankW1, .lokrTucker]
+            let host = build(hosts[Int(v >> 1) % hosts.count], name: name, out: o, in: i, kernel: k, rank: r,
+                             reader: &reader)
             return host + [p(".dora_scale", v & 1 == 0 ? [O, 1] : [1, I])]
         case .randomParts:
             let n = 1 + Int(reader.byte() % 4)
