@@ -138,11 +138,12 @@ public enum AdapterPipeline {
     static let maxFlops = 5e7
     static let maxAdapterBytes = 64 << 20
 
-    /// The output directory: tmpfs when there is one, a directory of this process alone
-    /// (AtomicOutput scans the destination's directory for stale partial outputs).
+    /// The output directory: tmpfs when there is one, a directory of its own (AtomicOutput
+    /// scans the destination's directory for stale partial outputs; with `O_TMPFILE` it stays
+    /// empty, so fork-mode jobs can share it).
     static let outputDirectory: String = {
         let base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : NSTemporaryDirectory()
-        let dir = "\(base)/graft-fuzz-exec-\(getpid())"
+        let dir = "\(base)/graft-fuzz-exec-\(getuid())"
         mkdir(dir, 0o700)
         return dir
     }()
