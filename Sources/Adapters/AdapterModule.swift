@@ -510,7 +510,8 @@ struct FactorCheck {
             expectEqual(t1.dim(1), w1b.dim(0), "hada_t1 and hada_w1_b disagree on rank")
             expectEqual(t2.dim(0), w2a.dim(0), "hada_t2 and hada_w2_a disagree on rank")
             expectEqual(t2.dim(1), w2b.dim(0), "hada_t2 and hada_w2_b disagree on rank")
-            expectEqual(t1.product(from: 2), t2.product(from: 2), "hada_t1 and hada_t2 disagree on the kernel")
+            expectEqual(t1.dim(2), t2.dim(2), "hada_t1 and hada_t2 disagree on the kernel height")
+            expectEqual(t1.dim(3), t2.dim(3), "hada_t1 and hada_t2 disagree on the kernel width")
             let kernel = [t1.dims[2], t1.dims[3]]
             guard let area = product(kernel[0], kernel[1], "kernel area"), let inF = w1b.dim(1),
                 let flat = product(inF, area, "input features times kernel area"), let rank = w1b.dim(0)
@@ -536,6 +537,15 @@ struct FactorCheck {
 
     mutating func lokr() -> Result {
         // W1 = w1 (a, c) or w1_a (a, r) @ w1_b (r, c).
+        // A side is stored one way; parts of another way next to it would be ignored.
+        if parts[.lokrW1] != nil, let extra = [parts[.lokrW1A], parts[.lokrW1B]].compactMap({ $0 }).first {
+            fail(.unusedPart, "\(extra.name): lokr_w1 is stored whole, so its factors would be ignored")
+        }
+        if parts[.lokrW2] != nil,
+            let extra = [parts[.lokrW2A], parts[.lokrW2B], parts[.lokrT2]].compactMap({ $0 }).first
+        {
+            fail(.unusedPart, "\(extra.name): lokr_w2 is stored whole, so its factors would be ignored")
+        }
         let side1: KroneckerSide
         var a: Int, c: Int, w1Rank: Int? = nil
         if parts[.lokrW1] != nil {
@@ -606,16 +616,28 @@ struct FactorCheck {
             )
             return (nil, nil, nil)
         }
+        // Legacy: r = a1 rows; current: r = a2 rows. Both tests hold only for square
+        // layers, where the rank is the smaller of the two; the layer decides the layout
+        // (and so the delta's shape) when the module is mapped.
+        let rank: Int
+        switch layout {
+        case .legacy: rank = a1.dims[0]
+        case .current: rank = a2.dims[0]
+        case .ambiguous: rank = min(a1.dims[0], a2.dims[0])
+        }
+        let f = GLoRAFactors(a1: a1, a2: a2, b1: b1, b2: b2, layout: layout, rank: rank)
+        if layout == .ambiguous { return (rank, nil, .glora(f)) }
         let (up, down) = layout == .legacy ? (b2, b1) : (b1, b2)
         let kernel: [Int]? = down.shape.count == 4 ? [down.dims[2], down.dims[3]] : []
         guard let flat = tail(down, from: 1) else { return (nil, nil, nil) }
-        let rank = layout == .legacy ? a1.dims[0] : a2.dims[0]
-        let f = GLoRAFactors(a1: a1, a2: a2, b1: b1, b2: b2, layout: layout, rank: rank)
         return (rank, DeltaShape(outFeatures: up.dim(0), flatInFeatures: flat, kernel: kernel, exact: nil), .glora(f))
     }
 
     mutating func orthogonal() -> ModuleFactors? {
         let legacy = parts[.oftBlocks] == nil
+        if let d = parts[.oftDiag], parts[.oftBlocks] != nil {
+            fail(.unusedPart, "\(d.name): the module also has oft_blocks, so this legacy rotation would be ignored")
+        }
         guard let b = parts[.oftBlocks] ?? parts[.oftDiag] else { return nil }
         let n = b.shape.count
         guard n == 3 || n == 4, !b.shape.contains(0), let nb = b.dim(n - 3), let bs = b.dim(n - 1), b.dim(n - 2) == bs

@@ -105,6 +105,18 @@ public enum MergePlanner {
             let analysis = AdapterAnalysis(
                 tensors: file.tensors, metadata: file.metadata,
                 alphaValue: { try file.scalarValue(of: $0) })
+            // Only formats graft recognises but cannot apply (T-LoRA, OFTv2, sparse bias…):
+            // name them rather than calling the file "not an adapter".
+            if !analysis.modules.isEmpty, analysis.modules.allSatisfy(\.isOnlyUnsupported) {
+                throw EngineError(
+                    request.allowUnmatched ? .nothingMerged : .unmergeableModules, file: file.path,
+                    "none of its \(analysis.modules.count) module(s) can be merged: they hold only formats graft cannot apply",
+                    modules: analysis.modules.map {
+                        .init(
+                            module: $0.name, reason: SkippedModule.Reason.unsupportedPart.rawValue,
+                            message: $0.issues.map(\.message).joined(separator: "; "))
+                    })
+            }
             guard !analysis.modules.isEmpty, analysis.kind != .unknown else {
                 throw EngineError(
                     .notAnAdapter, file: file.path,
@@ -152,12 +164,18 @@ public enum MergePlanner {
                     continue
                 }
                 switch UpdateFactory.make(
-                    module, target: target, file: file, ratio: ratio, precision: request.precision,
+                    module, target: target, file: file, ratio: input.ratio, precision: request.precision,
                     compat: request.compat)
                 {
                 case .failure(let s):
                     skipped.append(s)
                 case .success(let made):
+                    // Each update against its tensor's geometry, so that a misfit is this
+                    // module's problem (skippable), not the whole plan's.
+                    if let misfit = Self.misfit(made, module: module.name, index: index, checkpoint: ckpt) {
+                        skipped.append(misfit)
+                        continue
+                    }
                     for (name, u) in made.updates {
                         guard let i = index[Array(name.utf8)] else {
                             throw EngineError(
@@ -210,18 +228,24 @@ public enum MergePlanner {
             planned.append(PlannedTensor(source: ckpt, input: t, output: out, operation: op))
         }
         // Where the command-line order changes the result.
-        var touching: [String: (adapters: Set<Int>, dependent: Bool)] = [:]
+        // (adapter, rows, depends on the weight) per tensor; rows nil = the whole tensor.
+        var touching: [String: [(adapter: Int, rows: Range<Int>?, dependent: Bool)]] = [:]
         for (k, part) in parts.enumerated() {
             for m in part.merged {
-                for t in m.targets {
-                    var e = touching[t.tensor] ?? ([], false)
-                    e.adapters.insert(k)
-                    e.dependent = e.dependent || m.dependsOnWeight
-                    touching[t.tensor] = e
-                }
+                for t in m.targets { touching[t.tensor, default: []].append((k, t.rows, m.dependsOnWeight)) }
             }
         }
-        let orderDependent = touching.filter { $0.value.adapters.count > 1 && $0.value.dependent }.keys.sorted()
+        let orderDependent = touching.filter { _, uses in
+            // Two adapters on overlapping rows, one of them weight-dependent.
+            uses.indices.contains { i in
+                uses.indices.contains { j in
+                    let a = uses[i], b = uses[j]
+                    guard a.adapter < b.adapter, a.dependent || b.dependent else { return false }
+                    guard let ra = a.rows, let rb = b.rows else { return true }
+                    return ra.overlaps(rb)
+                }
+            }
+        }.keys.sorted()
         let fp32Modules =
             request.precision == .fp32
             ? 0 : parts.reduce(0) { $0 + $1.merged.filter { !$0.followsPrecision }.count }
@@ -232,6 +256,21 @@ public enum MergePlanner {
             checkpointPath: ckpt.path, checkpoint: mapper.checkpoint, adapters: parts,
             outputBytes: layout.totalByteCount, compat: request.compat, orderDependent: orderDependent,
             fp32Modules: fp32Modules)
+    }
+
+    /// The first update of `made` that does not fit its tensor, as a skipped module.
+    static func misfit(_ made: UpdateFactory.Made, module: String, index: [[UInt8]: Int], checkpoint: SafeTensorsFile)
+        -> SkippedModule?
+    {
+        for (name, u) in made.updates {
+            guard let i = index[Array(name.utf8)] else { continue }
+            do {
+                _ = try TensorUpdates(updates: [u], target: checkpoint.tensors[i])
+            } catch {
+                return SkippedModule(module: module, reason: .shapeMismatch, message: "\(name): \(error.detail)")
+            }
+        }
+        return nil
     }
 
     /// The output's metadata: the checkpoint's own, plus what sd-scripts writes for a

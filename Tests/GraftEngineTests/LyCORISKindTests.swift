@@ -55,7 +55,11 @@ private enum KindUNet {
     static let norm = KindLayer(
         tensor: "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.norm1",
         module: "lora_unet_input_blocks_4_1_transformer_blocks_0_norm1", shape: [5], hasBias: true, seed: 4)
-    static let layers = [proj, toQ, conv, norm]
+    /// Square (O = I): where GLoRA's two layouts both fit the factor shapes.
+    static let toK = KindLayer(
+        tensor: "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_k",
+        module: "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k", shape: [5, 5], hasBias: false, seed: 5)
+    static let layers = [proj, toQ, conv, norm, toK]
 
     static func write(_ dir: ScratchDirectory) throws -> String {
         let path = dir.path("ckpt.safetensors")
@@ -708,5 +712,128 @@ struct LyCORISKindTests {
         expectMerged(gotLoRAFirst, wantLoRAFirst, from: l.w0, "LoRA then IA³")
         let apart = zip(gotIAFirst, gotLoRAFirst).map { abs($0 - $1) }.max() ?? 0
         #expect(apart > 1e-3, "the two orders give the same weight (max difference \(apart))")
+    }
+}
+
+// MARK: - Review cases: square GLoRA, skippable misfits, ignored scale keys, extra parts
+
+@Suite("LyCORIS kinds: edge cases of planning")
+struct LyCORISKindEdgeTests {
+    fileprivate typealias U = KindUNet
+
+    @Test("GLoRA legacy layout on a square layer (both layout tests hold): legacy, since a2 rows = O = I")
+    func gloraLegacySquare() throws {
+        let l = U.toK, m = l.module
+        let r = 2, n = l.rows
+        let a1 = kindNoise(r * n, seed: 151), a2 = kindNoise(n * r, seed: 152)
+        let b1 = kindNoise(r * n, seed: 153), b2 = kindNoise(n * r, seed: 154)
+        let specs = [
+            TensorSpec(m + ".a1.weight", .F32, [r, n], a1), TensorSpec(m + ".a2.weight", .F32, [n, r], a2),
+            TensorSpec(m + ".b1.weight", .F32, [r, n], b1), TensorSpec(m + ".b2.weight", .F32, [n, r], b2),
+            scalar(m + ".alpha", 1),
+        ]
+        let out = try kindMerge(specs, ratio: 1)
+        #expect(out.merged?.kind == .glora)
+        #expect(out.merged?.scale == 0.5)
+        // Legacy: ΔW = b2@b1 + (W0@a2)@a1.
+        let delta = KindOracle.glora(
+            w0: l.w0, layer: l, inA: KindOracle.d(a2), inB: KindOracle.d(a1), outA: KindOracle.d(b2),
+            outB: KindOracle.d(b1), r: r, rb: r)
+        expectMerged(try out.values(l.weightName), KindOracle.add(l.w0, delta, 0.5), from: l.w0, "to_k weight")
+    }
+
+    @Test("GLoRA current layout on a square layer merges with the current formula")
+    func gloraCurrentSquare() throws {
+        let l = U.toK, m = l.module
+        let r = 2, n = l.rows
+        let a1 = kindNoise(n * r, seed: 161), a2 = kindNoise(r * n, seed: 162)
+        let b1 = kindNoise(n * r, seed: 163), b2 = kindNoise(r * n, seed: 164)
+        let specs = [
+            TensorSpec(m + ".a1.weight", .F32, [n, r], a1), TensorSpec(m + ".a2.weight", .F32, [r, n], a2),
+            TensorSpec(m + ".b1.weight", .F32, [n, r], b1), TensorSpec(m + ".b2.weight", .F32, [r, n], b2),
+            scalar(m + ".alpha", 1),
+        ]
+        let out = try kindMerge(specs, ratio: 1)
+        let delta = KindOracle.glora(
+            w0: l.w0, layer: l, inA: KindOracle.d(a1), inB: KindOracle.d(a2), outA: KindOracle.d(b1),
+            outB: KindOracle.d(b2), r: r, rb: r)
+        expectMerged(try out.values(l.weightName), KindOracle.add(l.w0, delta, 0.5), from: l.w0, "to_k weight")
+    }
+
+    /// An (IA)³ vector of I values without on_input passes the key mapper (which accepts
+    /// O or I) but not the update (which wants O): the module's problem, skippable.
+    @Test("a module that maps but does not fit its update is skippable, not fatal to the plan")
+    func misfitIsSkippable() throws {
+        let l = U.proj, m = l.module
+        let bad = [
+            TensorSpec(m + ".weight", .F32, [l.inFeatures], kindNoise(l.inFeatures, seed: 171)),
+            scalar(m + ".on_input", 0),
+        ]
+        let q = U.toQ.module
+        let good = [
+            TensorSpec(q + ".diff", .F32, U.toQ.shape, kindNoise(U.toQ.count, seed: 172, scale: 0.1))
+        ]
+        do {
+            _ = try kindMerge([(bad + good, 1)])
+            Issue.record("expected the misfit to fail the merge")
+        } catch let e as EngineError {
+            #expect(e.kind == .unmergeableModules)
+            #expect(e.modules.map(\.module) == [m])
+            #expect(e.modules.first?.reason == SkippedModule.Reason.shapeMismatch.rawValue)
+        }
+        let out = try kindMerge([(bad + good, 1)], allowUnmatched: true)
+        #expect(out.plan.unmatched.map(\.module.module) == [m])
+        #expect(out.plan.unmatched.first?.module.reason == .shapeMismatch)
+        #expect(try out.values(l.weightName) == l.weight, "the skipped module changed its weight")
+    }
+
+    @Test("a file holding only formats graft cannot apply names them (not 'not an adapter')")
+    func onlyUnsupported() throws {
+        let m = U.toQ.module
+        let specs = [TensorSpec(m + ".oft_R.weight", .F32, [2, 3], kindNoise(6, seed: 181))]
+        for allow in [false, true] {
+            do {
+                _ = try kindMerge([(specs, 1)], allowUnmatched: allow)
+                Issue.record("expected an error")
+            } catch let e as EngineError {
+                #expect(e.kind == (allow ? .nothingMerged : .unmergeableModules))
+                #expect(e.modules.map(\.module) == [m])
+                #expect(e.modules.first?.reason == SkippedModule.Reason.unsupportedPart.rawValue)
+            }
+        }
+    }
+
+    @Test("a scale key is ignored on LoHa (as LyCORIS and ComfyUI do) and reported")
+    func scaleKeyIgnoredOnLoHa() throws {
+        let l = U.toQ, m = l.module, r = 2
+        let w1a = kindNoise(l.rows * r, seed: 191), w1b = kindNoise(r * l.columns, seed: 192)
+        let w2a = kindNoise(l.rows * r, seed: 193), w2b = kindNoise(r * l.columns, seed: 194)
+        let specs = [
+            TensorSpec(m + ".hada_w1_a", .F32, [l.rows, r], w1a), TensorSpec(m + ".hada_w1_b", .F32, [r, l.columns], w1b),
+            TensorSpec(m + ".hada_w2_a", .F32, [l.rows, r], w2a), TensorSpec(m + ".hada_w2_b", .F32, [r, l.columns], w2b),
+            scalar(m + ".alpha", 1), scalar(m + ".scale", 7),
+        ]
+        let out = try kindMerge(specs, ratio: 1)
+        #expect(out.merged?.scale == 0.5)
+        #expect(out.merged?.scaleSource == .alpha)
+        #expect(out.merged?.ignoredScaleKey == true)
+    }
+
+    @Test("LoKr parts of a second layout next to a whole side make the module malformed")
+    func lokrExtraParts() throws {
+        let l = U.toQ, m = l.module
+        let specs = [
+            TensorSpec(m + ".lokr_w1", .F32, [2, 2], kindNoise(4, seed: 201)),
+            TensorSpec(m + ".lokr_w1_a", .F32, [2, 1], kindNoise(2, seed: 202)),
+            TensorSpec(m + ".lokr_w1_b", .F32, [1, 2], kindNoise(2, seed: 203)),
+            TensorSpec(m + ".lokr_w2", .F32, [3, 2], kindNoise(6, seed: 204)),
+        ]
+        do {
+            _ = try kindMerge(specs, ratio: 1)
+            Issue.record("expected malformed_modules")
+        } catch let e as EngineError {
+            #expect(e.kind == .malformedModules)
+            #expect(e.modules.first?.reason == ModuleIssue.Kind.unusedPart.rawValue)
+        }
     }
 }

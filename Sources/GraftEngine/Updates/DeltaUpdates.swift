@@ -14,11 +14,14 @@ public struct AdditiveUpdate: WeightUpdate {
     let inFeatures: Int
     public var requirements: UpdateRequirements { .rowLocal }
 
-    init(delta: any DeltaSource, rows: Range<Int>, inFeatures: Int, ratio: Float, scale: Double, file: String, label: String) {
+    init(
+        delta: any DeltaSource, rows: Range<Int>, inFeatures: Int, ratio: Double, scale: Double, file: String,
+        label: String
+    ) {
         self.delta = delta
         self.rows = rows
         self.inFeatures = inFeatures
-        self.coefficient = Float(Double(ratio) * scale)
+        self.coefficient = Float(ratio * scale)
         self.sourcePath = file
         self.label = label
     }

@@ -151,7 +151,7 @@ struct HadamardDelta: DeltaSource {
         guard out1 == rows, out2 == rows, fits(w1b, t1), fits(w2b, t2) else {
             throw .factors(
                 file.path, label,
-                "hada_w1_a \(shapeText(w1a.dims)) / hada_w1_b \(shapeText(w1b.dims)) do not fit \(rows) rows x \(columns) columns"
+                "hada_w1_a \(shapeText(w1a.dims)) / hada_w1_b \(shapeText(w1b.dims)) / hada_w2_a \(shapeText(w2a.dims)) / hada_w2_b \(shapeText(w2b.dims)) do not fit \(rows) rows x \(columns) columns"
             )
         }
     }
@@ -223,7 +223,7 @@ struct KroneckerDelta: DeltaSource {
         guard isProduct(rows, a, b), isProduct(columns, c, d) else {
             throw .factors(
                 file.path, label,
-                "kron of (\(a), \(c)) and (\(b), \(d)) is (\(a * b), \(c * d)); the target is \(rows) rows x \(columns) columns"
+                "kron of W1 (\(a), \(c)) and W2 (\(b), \(d)) does not fit \(rows) rows x \(columns) columns"
             )
         }
     }

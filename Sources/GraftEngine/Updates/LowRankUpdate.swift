@@ -128,17 +128,23 @@ public struct AddUpdate: WeightUpdate {
     public let ratio: Float
     public let scale: Float
     public let label: String
+    /// Whether `--precision fp16/bf16` rounds every step (sd-scripts' LoRA bias path);
+    /// false for the LyCORIS full and norm kinds, which have no sd-scripts merge.
+    public let emulatesPrecision: Bool
     public var sourcePath: String { source.path }
     public var requirements: UpdateRequirements { .rowLocal }
 
-    public init(source: SafeTensorsFile, delta: TensorInfo, rows: Range<Int>, ratio: Float, scale: Float, label: String)
-    {
+    public init(
+        source: SafeTensorsFile, delta: TensorInfo, rows: Range<Int>, ratio: Float, scale: Float, label: String,
+        emulatesPrecision: Bool = true
+    ) {
         self.source = source
         self.delta = delta
         self.rows = rows
         self.ratio = ratio
         self.scale = scale
         self.label = label
+        self.emulatesPrecision = emulatesPrecision
     }
 
     public func flops(columns: Int) -> Double { 2 * Double(rows.count) * Double(columns) }
@@ -155,7 +161,7 @@ public struct AddUpdate: WeightUpdate {
     }
 
     public func makeApplier(columns: Int, precision: MergePrecision) throws -> any RowApplier {
-        AddApplier(self, columns: columns, precision: precision)
+        AddApplier(self, columns: columns, precision: emulatesPrecision ? precision : .fp32)
     }
 }
 

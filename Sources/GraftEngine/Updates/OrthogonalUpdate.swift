@@ -1,3 +1,5 @@
+import Adapters
+import FileIO
 import SafeTensors
 
 /// OFT and BOFT: the rows of the target rotated by block-orthogonal matrices
@@ -38,6 +40,9 @@ public struct OrthogonalUpdate: WeightUpdate {
     public let ratio: Float
     public let compat: MergeCompat
     public let label: String
+    /// The rotations, computed by the first worker that needs them and shared: setting
+    /// them up costs `O(blocks · size³)`, which one file can make large.
+    private let cache = RotationCache()
     public var sourcePath: String { source.path }
 
     public init(
@@ -91,13 +96,13 @@ public struct OrthogonalUpdate: WeightUpdate {
         }
         if butterfly {
             guard d.count == 4, d[0] > 0, d[1] > 0, d[2] > 0, d[2] == d[3] else {
-                throw fail("BOFT blocks \(blocks.shape) are not (levels, blocks, b, b)")
+                throw fail("BOFT blocks \(shapeText(blocks.dims)) are not (levels, blocks, b, b)")
             }
             let (l, nb, b) = (d[0], d[1], d[2])
             guard b % 2 == 0 else { throw fail("BOFT block size \(b) is odd; the butterfly pairs rows") }
             let (n, overflow) = nb.multipliedReportingOverflow(by: b)
             guard !overflow, n == o else {
-                throw fail("BOFT blocks \(blocks.shape): \(nb) blocks of \(b) do not fit \(o) rows")
+                throw fail("BOFT blocks \(shapeText(blocks.dims)): \(nb) blocks of \(b) do not fit \(o) rows")
             }
             // Level i views the rows as (c, 2, 2^i·b/2): rows must divide into spans of 2^i·b.
             var span = b
@@ -108,29 +113,39 @@ public struct OrthogonalUpdate: WeightUpdate {
                 if i + 1 < l {
                     let (next, over) = span.multipliedReportingOverflow(by: 2)
                     guard !over, next <= o else {
-                        throw fail("BOFT blocks \(blocks.shape): \(l) levels do not fit \(o) rows")
+                        throw fail("BOFT blocks \(shapeText(blocks.dims)): \(l) levels do not fit \(o) rows")
                     }
                     span = next
                 }
             }
         } else {
             guard d.count == 3, d[0] > 0, d[1] > 0, d[1] == d[2] else {
-                throw fail("OFT blocks \(blocks.shape) are not (blocks, bs, bs)")
+                throw fail("OFT blocks \(shapeText(blocks.dims)) are not (blocks, bs, bs)")
             }
             let (n, overflow) = d[0].multipliedReportingOverflow(by: d[1])
             guard !overflow, n == o else {
-                throw fail("OFT blocks \(blocks.shape): \(d[0]) blocks of \(d[1]) do not fit \(o) rows")
+                throw fail("OFT blocks \(shapeText(blocks.dims)): \(d[0]) blocks of \(d[1]) do not fit \(o) rows")
             }
         }
         if let rescale {
             guard rescale.dtype.isConvertibleFloat, rescale.elementCount == o else {
-                throw fail("rescale \(rescale.dtype.rawValue) \(rescale.shape) does not fit \(o) rows")
+                throw fail("rescale \(rescale.dtype.rawValue) \(shapeText(rescale.dims)) does not fit \(o) rows")
             }
         }
     }
 
     public func makeApplier(columns: Int, precision: MergePrecision) throws -> any RowApplier {
         OrthogonalApplier(self, columns: columns)
+    }
+
+    /// ``rotationMatrices()``, computed once per update.
+    func sharedRotationMatrices() -> [Double] {
+        cache.lock.withLock {
+            if let m = cache.matrices { return m }
+            let m = rotationMatrices()
+            cache.matrices = m
+            return m
+        }
     }
 
     /// The matrices the applier multiplies by, in Double: per level and block `s × s`
@@ -222,7 +237,7 @@ final class OrthogonalApplier: RowApplier {
         self.u = u
         self.columns = columns
         size = u.blockSize
-        matrices = u.rotationMatrices()
+        matrices = u.sharedRotationMatrices()
         if let t = u.rescale, u.butterfly || u.compat == .lycoris {
             rowScale = Matrix(t, of: u.source, rows: u.rows.count).values.map(Double.init)
         } else {
@@ -368,4 +383,11 @@ enum DenseSolve {
             }
         }
     }
+}
+
+/// The rotations of one ``OrthogonalUpdate``, shared by its workers' appliers.
+final class RotationCache: @unchecked Sendable {
+    let lock = Lock()
+    /// Guarded by `lock`.
+    var matrices: [Double]? = nil
 }

@@ -124,6 +124,11 @@ final class UpdateAppliers {
 }
 
 enum Reductions {
+    /// Elements per row group of a reduction pass. Fixed (not the executor's chunk size),
+    /// so that partial sums are grouped, and so rounded, the same way whatever the
+    /// executor's settings: the reduction depends only on the tensor and its updates.
+    static let groupElements = 1 << 20
+
     /// One reduction job: target `id`, update `j`, its row chunks.
     struct Work {
         let target: Int

@@ -30,6 +30,8 @@ public struct MergedModule: Sendable, Equatable {
     /// Whether the merge's `--precision` emulation applies (sd-scripts' LoRA path); the
     /// other kinds have no sd-scripts merge to emulate and are computed in fp32.
     public var followsPrecision = false
+    /// The module has a `scale` key that its kind ignores (LyCORIS and ComfyUI do).
+    public var ignoredScaleKey = false
 
     /// Whether the module's result depends on the weight it is applied to (DoRA, OFT,
     /// BOFT, GLoRA, (IA)³): merged after or before another adapter, it gives a different weight.
@@ -48,9 +50,12 @@ enum UpdateFactory {
     }
 
     static func make(
-        _ m: AdapterModule, target: MappedTarget, file: SafeTensorsFile, ratio: Float,
+        _ m: AdapterModule, target: MappedTarget, file: SafeTensorsFile, ratio exactRatio: Double,
         precision: MergePrecision, compat: MergeCompat = .lycoris
     ) -> Result<Made, SkippedModule> {
+        // The ratio as sd-scripts' arithmetic sees it (an fp32 opmath scalar); LyCORIS-family
+        // coefficients are formed from the exact value in Double and rounded once.
+        let ratio = Float(exactRatio)
         func skip(_ r: SkippedModule.Reason, _ message: String) -> Result<Made, SkippedModule> {
             .failure(SkippedModule(module: m.name, reason: r, message: message))
         }
@@ -77,7 +82,7 @@ enum UpdateFactory {
             targets.append(UpdateTarget(tensor: tensor, rows: r))
         }
         /// A bias delta onto the layer's bias, or the reason the module cannot be merged.
-        func addBias(_ b: TensorInfo, scale: Float) -> SkippedModule? {
+        func addBias(_ b: TensorInfo, scale: Float, emulatesPrecision: Bool = true) -> SkippedModule? {
             guard let bias = target.bias else {
                 return SkippedModule(
                     module: m.name, reason: .noBias,
@@ -85,21 +90,21 @@ enum UpdateFactory {
             }
             add(
                 AddUpdate(
-                    source: file, delta: b, rows: bias.rows ?? 0..<bias.length, ratio: ratio, scale: scale, label: m.name),
+                    source: file, delta: b, rows: bias.rows ?? 0..<bias.length, ratio: ratio, scale: scale, label: m.name,
+                    emulatesPrecision: emulatesPrecision),
                 bias.tensorName, bias.rows)
             return nil
         }
         func merged(_ scale: Double, _ source: ScaleSource, axis: DoRAAxis? = nil) -> Result<Made, SkippedModule> {
-            .success(
-                Made(
-                    updates: updates,
-                    merged: MergedModule(
-                        module: m.name, kind: m.kind, targets: targets, scale: scale, scaleSource: source,
-                        doraAxis: axis)))
+            var module = MergedModule(
+                module: m.name, kind: m.kind, targets: targets, scale: scale, scaleSource: source, doraAxis: axis)
+            // LyCORIS and ComfyUI ignore a scale key on these kinds (A1111 alone reads it).
+            module.ignoredScaleKey = m.scaleValue != nil && source != .scaleKey
+            return .success(Made(updates: updates, merged: module))
         }
         /// LoRA-family delta (with DoRA when the module has a magnitude).
-        func delta(_ d: any DeltaSource, rank: Int?) -> Result<Made, SkippedModule> {
-            let (scale, source) = Self.lycorisScale(m, rank: rank)
+        func delta(_ d: any DeltaSource, rank: Int?, scaleKey: Bool = false) -> Result<Made, SkippedModule> {
+            let (scale, source) = Self.lycorisScale(m, rank: rank, scaleKey: scaleKey)
             if let dora = m.modifiers.dora {
                 add(
                     DoRAUpdate(
@@ -110,7 +115,7 @@ enum UpdateFactory {
             }
             add(
                 AdditiveUpdate(
-                    delta: d, rows: rows, inFeatures: inFeatures, ratio: ratio, scale: scale, file: file.path,
+                    delta: d, rows: rows, inFeatures: inFeatures, ratio: exactRatio, scale: scale, file: file.path,
                     label: m.name),
                 target.tensorName, target.rows)
             return merged(scale, source)
@@ -124,7 +129,7 @@ enum UpdateFactory {
                 }
                 return delta(
                     LowRankDelta(file: file, up: f.up, down: f.down, mid: f.mid, rank: f.rank, label: m.name),
-                    rank: f.rank)
+                    rank: f.rank, scaleKey: true)
             }
             let (scale, source) = Self.scale(m, rank: f.rank, precision)
             add(
@@ -174,15 +179,21 @@ enum UpdateFactory {
             return delta(d, rank: legacy ? f.a1.dims[0] : f.a2.dims[0])
         case .full(let diff, let bias):
             if let diff {
-                add(AddUpdate(source: file, delta: diff, rows: rows, ratio: ratio, scale: 1, label: m.name), target.tensorName, target.rows)
+                add(
+                    AddUpdate(
+                        source: file, delta: diff, rows: rows, ratio: ratio, scale: 1, label: m.name,
+                        emulatesPrecision: false), target.tensorName, target.rows)
             }
-            if let bias, let s = addBias(bias, scale: 1) { return .failure(s) }
+            if let bias, let s = addBias(bias, scale: 1, emulatesPrecision: false) { return .failure(s) }
             return merged(1, .none)
         case .norm(let weight, let bias):
             if let weight {
-                add(AddUpdate(source: file, delta: weight, rows: rows, ratio: ratio, scale: 1, label: m.name), target.tensorName, target.rows)
+                add(
+                    AddUpdate(
+                        source: file, delta: weight, rows: rows, ratio: ratio, scale: 1, label: m.name,
+                        emulatesPrecision: false), target.tensorName, target.rows)
             }
-            if let bias, let s = addBias(bias, scale: 1) { return .failure(s) }
+            if let bias, let s = addBias(bias, scale: 1, emulatesPrecision: false) { return .failure(s) }
             return merged(1, .none)
         case .ia3(let weight, let flag):
             guard let on = try? file.scalarValue(of: flag), on.isFinite else {
@@ -198,9 +209,6 @@ enum UpdateFactory {
             if m.modifiers.dora != nil {
                 return skip(.unsupportedKind, "DoRA on an OFT/BOFT module is not merged by graft (LyCORIS never writes it)")
             }
-            if m.modifiers.scale != nil {
-                return skip(.unsupportedPart, "an explicit scale key has no meaning for OFT/BOFT")
-            }
             add(
                 OrthogonalUpdate(
                     source: file, blocks: f.blocks, butterfly: f.butterfly, legacyDiagonal: f.legacyDiagonal,
@@ -211,10 +219,11 @@ enum UpdateFactory {
         }
     }
 
-    /// The LyCORIS-family scale in Double: an explicit `scale` key, else alpha / rank,
-    /// else 1; 1 when the module has no rank (LoKr with both sides whole ignores alpha).
-    static func lycorisScale(_ m: AdapterModule, rank: Int?) -> (Double, ScaleSource) {
-        if let s = m.scaleValue { return (s, .scaleKey) }
+    /// The LyCORIS-family scale in Double: alpha / rank, else 1; 1 when the module has no
+    /// rank (LoKr with both sides whole ignores alpha). An explicit `scale` key replaces it
+    /// only on LoRA hosts (`scaleKey`), as for plain LoRA; LyCORIS and ComfyUI ignore it.
+    static func lycorisScale(_ m: AdapterModule, rank: Int?, scaleKey: Bool) -> (Double, ScaleSource) {
+        if scaleKey, let s = m.scaleValue { return (s, .scaleKey) }
         guard let rank, rank > 0 else { return (1, .none) }
         if let a = m.alpha { return (a / Double(rank), .alpha) }
         return (1, .none)

@@ -59,7 +59,19 @@ extension MergePlan {
         }
         if fp32Modules > 0 {
             n.append(
-                "\(fp32Modules) module(s) of kinds sd-scripts cannot merge are computed in fp32; --precision applies to LoRA/LoCon only"
+                "\(fp32Modules) module(s) of kinds sd-scripts cannot merge have their change computed in fp32 on the weight as --precision holds it; the per-step rounding of --precision emulates sd-scripts' LoRA merge only"
+            )
+        }
+        let ignored = adapters.flatMap(\.merged).filter(\.ignoredScaleKey)
+        if let first = ignored.first {
+            n.append(
+                "\(ignored.count) module(s) carry a scale key that their kind ignores in LyCORIS and ComfyUI (e.g. \(displayable(first.module))): alpha / rank is used"
+            )
+        }
+        let zero = adapters.flatMap(\.merged).filter { $0.scaleSource == .alpha && $0.scale == 0 }
+        if let first = zero.first {
+            n.append(
+                "\(zero.count) module(s) store alpha 0, so they change nothing (e.g. \(displayable(first.module))); trainers write alpha = rank instead"
             )
         }
         return n
