@@ -341,7 +341,8 @@ public struct DiffRunner: Sendable {
             let infos = reducing.map { pairs[$0].a }
             let widths = targets.map(\.columns)
             let fileA = r.a
-            try Reductions.compute(&targets, threads: threads, maxElements: Reductions.groupElements, precision: .fp32) {
+            try Reductions.compute(&targets, threads: threads, maxElements: Reductions.groupElements, precision: .fp32)
+            {
                 id, rows, out in
                 let t = infos[id], columns = widths[id], size = t.dtype.bitCount / 8
                 fileA.withData(of: t) {

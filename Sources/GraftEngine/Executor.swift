@@ -216,7 +216,8 @@ public struct Executor: Sendable {
         var targets = ids.compactMap { jobs[$0].updates }
         let sources = ids.map { jobs[$0].planned }
         let widths = targets.map(\.columns)
-        try Reductions.compute(&targets, threads: threads, maxElements: Reductions.groupElements, precision: precision) {
+        try Reductions.compute(&targets, threads: threads, maxElements: Reductions.groupElements, precision: precision)
+        {
             id, rows, out in
             let p = sources[id]
             let columns = widths[id]

@@ -809,8 +809,10 @@ struct LyCORISKindEdgeTests {
         let w1a = kindNoise(l.rows * r, seed: 191), w1b = kindNoise(r * l.columns, seed: 192)
         let w2a = kindNoise(l.rows * r, seed: 193), w2b = kindNoise(r * l.columns, seed: 194)
         let specs = [
-            TensorSpec(m + ".hada_w1_a", .F32, [l.rows, r], w1a), TensorSpec(m + ".hada_w1_b", .F32, [r, l.columns], w1b),
-            TensorSpec(m + ".hada_w2_a", .F32, [l.rows, r], w2a), TensorSpec(m + ".hada_w2_b", .F32, [r, l.columns], w2b),
+            TensorSpec(m + ".hada_w1_a", .F32, [l.rows, r], w1a),
+            TensorSpec(m + ".hada_w1_b", .F32, [r, l.columns], w1b),
+            TensorSpec(m + ".hada_w2_a", .F32, [l.rows, r], w2a),
+            TensorSpec(m + ".hada_w2_b", .F32, [r, l.columns], w2b),
             scalar(m + ".alpha", 1), scalar(m + ".scale", 7),
         ]
         let out = try kindMerge(specs, ratio: 1)

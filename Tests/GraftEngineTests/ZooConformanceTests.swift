@@ -74,7 +74,8 @@ struct ZooConformanceTests {
                 let inputValues = try floats(input, t.name)
                 let inside = rows[0] * columns..<rows[1] * columns
                 for i in values.indices where !inside.contains(i) {
-                    #expect(values[i].bitPattern == inputValues[i].bitPattern, "\(t.name): row outside the third changed")
+                    #expect(
+                        values[i].bitPattern == inputValues[i].bitPattern, "\(t.name): row outside the third changed")
                     if values[i].bitPattern != inputValues[i].bitPattern { break }
                 }
                 values = Array(values[inside])

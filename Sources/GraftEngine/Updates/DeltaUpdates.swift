@@ -26,7 +26,9 @@ public struct AdditiveUpdate: WeightUpdate {
         self.label = label
     }
 
-    public func flops(columns: Int) -> Double { delta.flops(rows: rows.count, columns: columns) + 2 * Double(rows.count * columns) }
+    public func flops(columns: Int) -> Double {
+        delta.flops(rows: rows.count, columns: columns) + 2 * Double(rows.count * columns)
+    }
 
     public func validate(targetRows: Int, columns: Int) throws(EngineError) {
         try checkRows(targetRows)

@@ -161,7 +161,9 @@ struct HadamardDelta: DeltaSource {
     func makeFiller(columns: Int, inFeatures: Int) -> any DeltaFiller {
         func side(_ a: TensorInfo, _ b: TensorInfo, _ t: TensorInfo?) -> LowRankProduct {
             let bm = Matrix(b, of: file)
-            if let t { return LowRankProduct(a: Matrix(a, of: file).transposed(), b: Matrix.tucker(core: t, of: file, bm)) }
+            if let t {
+                return LowRankProduct(a: Matrix(a, of: file).transposed(), b: Matrix.tucker(core: t, of: file, bm))
+            }
             return LowRankProduct(a: Matrix(a, of: file), b: bm)
         }
         return HadamardFiller(side(w1a, w1b, t1), side(w2a, w2b, t2), columns: columns)
@@ -261,7 +263,8 @@ enum KroneckerSideTensors: Sendable {
         case .whole(let w): return Matrix(w, of: file)
         case .product(let a, let b): return Matrix(a, of: file).multiplied(by: Matrix(b, of: file))
         case .tucker(let t, let a, let b):
-            return Matrix(a, of: file).transposed().multiplied(by: Matrix.tucker(core: t, of: file, Matrix(b, of: file)))
+            return Matrix(a, of: file).transposed().multiplied(
+                by: Matrix.tucker(core: t, of: file, Matrix(b, of: file)))
         }
     }
 }

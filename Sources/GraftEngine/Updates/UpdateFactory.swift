@@ -90,7 +90,8 @@ enum UpdateFactory {
             }
             add(
                 AddUpdate(
-                    source: file, delta: b, rows: bias.rows ?? 0..<bias.length, ratio: ratio, scale: scale, label: m.name,
+                    source: file, delta: b, rows: bias.rows ?? 0..<bias.length, ratio: ratio, scale: scale,
+                    label: m.name,
                     emulatesPrecision: emulatesPrecision),
                 bias.tensorName, bias.rows)
             return nil
@@ -125,7 +126,9 @@ enum UpdateFactory {
         case .lowRank(let f):
             if f.mid != nil || m.modifiers.dora != nil {
                 if m.modifiers.upBias != nil {
-                    return skip(.unsupportedPart, "a bias delta (lora_B.bias) together with lora_mid or dora_scale is not merged by graft")
+                    return skip(
+                        .unsupportedPart,
+                        "a bias delta (lora_B.bias) together with lora_mid or dora_scale is not merged by graft")
                 }
                 return delta(
                     LowRankDelta(file: file, up: f.up, down: f.down, mid: f.mid, rank: f.rank, label: m.name),
@@ -161,7 +164,9 @@ enum UpdateFactory {
             return delta(KroneckerDelta(file: file, w1: side(f.w1), w2: side(f.w2), label: m.name), rank: f.rank)
         case .glora(let f):
             if let bm = m.parts[.gloraBM] {
-                return skip(.unsupportedPart, "\(bm.name): a GLoRA Tucker core (bm) is never written by LyCORIS and is not merged by graft")
+                return skip(
+                    .unsupportedPart,
+                    "\(bm.name): a GLoRA Tucker core (bm) is never written by LyCORIS and is not merged by graft")
             }
             if m.modifiers.dora != nil {
                 return skip(.unsupportedKind, "DoRA on a GLoRA module is not merged by graft (LyCORIS never writes it)")
@@ -207,7 +212,8 @@ enum UpdateFactory {
             return merged(1, .none)
         case .orthogonal(let f):
             if m.modifiers.dora != nil {
-                return skip(.unsupportedKind, "DoRA on an OFT/BOFT module is not merged by graft (LyCORIS never writes it)")
+                return skip(
+                    .unsupportedKind, "DoRA on an OFT/BOFT module is not merged by graft (LyCORIS never writes it)")
             }
             add(
                 OrthogonalUpdate(
