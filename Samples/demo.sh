@@ -20,6 +20,7 @@ trap 'rm -rf "$tmp"' EXIT
 CKPT=Samples/sdxl-tiny.safetensors
 LORA=Samples/lora-tiny.safetensors
 LOCON=Samples/locon-tiny.safetensors
+LOHA=Samples/loha-tiny.safetensors
 failed=() ran=0 skipped=0
 bold=; plain=
 if [ -t 1 ]; then bold=$(printf '\033[1m'); plain=$(printf '\033[0m'); fi
@@ -77,6 +78,9 @@ else
     printf '\n'
     for cmd in diff convert; do echo "skipped: graft $cmd (needs the merged file)"; skipped=$((skipped + 1)); done
 fi
+
+run "Merge a LyCORIS LoHa at 0.8 (LoKr, DoRA, OFT... merge the same way)" "0" \
+    merge "$CKPT" "$LOHA:0.8" -o "$tmp/merged-loha.safetensors"
 
 printf '\n%s== Summary%s\n' "$bold" "$plain"
 echo "$ran command(s) ran, $skipped skipped, ${#failed[@]} failed"

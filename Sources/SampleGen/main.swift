@@ -84,12 +84,14 @@ let checkpointMetadata = { (title: String, comment: String) -> [String: String] 
     ]
 }
 
-/// The committed samples: SDXL at 1/64 width (2514 tensors, ~2 MB), a rank-4 LoRA and a LoCon for it.
+/// The committed samples: SDXL at 1/64 width (2514 tensors, ~2 MB), a rank-4 LoRA, a LoCon and a
+/// LyCORIS LoHa (dim 4, UNet attention and feed-forward) for it.
 func sampleJobs() -> [Job] {
     let sdxl = SDXLArchitecture(widthDivisor: 64)
     let checkpoint = sdxl.checkpointTensors(dtype: .F16)
     let lora = KohyaLoRAOptions(rank: 4, alpha: 2)
     let locon = KohyaLoRAOptions(rank: 4, alpha: 2, convRank: 2, convAlpha: 1)
+    let loha = LoHaOptions(dim: 4, alpha: 2)
     let note = "synthetic values from graft-samplegen (Fixtures), SDXL layout at 1/64 width"
     return [
         Job(
@@ -102,6 +104,12 @@ func sampleJobs() -> [Job] {
             name: "locon-tiny.safetensors", tensors: KohyaLoRA.sdxl(checkpoint: checkpoint, options: locon),
             metadata: KohyaLoRA.metadata(.sdxl, options: locon, title: "locon-tiny", comment: note + ", seed=3"),
             seed: 3),
+        Job(
+            name: "loha-tiny.safetensors",
+            tensors: LyCORISAdapter.loha(targets: LyCORISAdapter.sdxlUNetTargets(checkpoint: checkpoint), options: loha),
+            metadata: LyCORISAdapter.metadata(
+                .sdxl, algo: .loha, dim: loha.dim, alpha: loha.alpha, title: "loha-tiny", comment: note + ", seed=4"),
+            seed: 4),
     ]
 }
 
@@ -162,7 +170,7 @@ func benchJobs(fp32: Bool) -> [Job] {
 }
 
 let usage = """
-    usage: graft-samplegen samples DIR         write the tiny samples (sdxl-tiny, lora-tiny, locon-tiny)
+    usage: graft-samplegen samples DIR         write the tiny samples (sdxl-tiny, lora-tiny, locon-tiny, loha-tiny)
            graft-samplegen bench DIR [--fp32]  write the full-size benchmark inputs, keeping complete ones
     """
 

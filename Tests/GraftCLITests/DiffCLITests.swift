@@ -194,6 +194,44 @@ struct DiffCLITests {
         #expect((wl["partially_explained"] as? [String])?.count == explained.count)
     }
 
+    @Test(
+        "--lora explains LyCORIS merges too (same computation as merge): residual ~ 0",
+        arguments: ["loha", "lokr", "dora-input", "dora-output-comfyui"])
+    func loraExplainsLyCORISMerge(kind: String) throws {
+        let dir = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let ckpt = SDXLArchitecture(widthDivisor: 64).checkpointTensors(dtype: .F32)
+        let base = dir.appendingPathComponent("base.safetensors")
+        let adapter = dir.appendingPathComponent("\(kind).safetensors")
+        try writeSynthetic(tensors: ckpt, metadata: nil, to: base.path, seed: 31)
+        let targets = LyCORISAdapter.sdxlUNetTargets(checkpoint: ckpt)
+        let tensors: [SyntheticTensor]
+        switch kind {
+        case "loha": tensors = LyCORISAdapter.loha(targets: targets, options: LoHaOptions(dim: 4, alpha: 2))
+        case "lokr": tensors = LyCORISAdapter.lokr(targets: targets, options: LoKrOptions(factor: 2))
+        default:
+            let axis: DoRAOptions.Axis = kind == "dora-input" ? .input : .output
+            tensors = LyCORISAdapter.dora(
+                targets: targets, lora: KohyaLoRAOptions(rank: 4, alpha: 2), dora: DoRAOptions(axis: axis))
+        }
+        try writeSynthetic(tensors: tensors, metadata: nil, to: adapter.path, seed: 32)
+        let compat = kind.hasSuffix("comfyui") ? "comfyui" : "lycoris"
+        let merged = dir.appendingPathComponent("merged.safetensors")
+        let m = try CLI.run(
+            ["merge", base.path, "\(adapter.path):0.7", "-o", merged.path, "-q", "--compat", compat])
+        #expect(m.status == 0, "\(m.stderr)")
+        let r = try CLI.run(
+            ["diff", base.path, merged.path, "--lora", "\(adapter.path):0.7", "--json", "--compat", compat])
+        #expect(r.status == 1, "\(r.stderr)")
+        let l = try #require(try document(r.stdout)["lora"] as? [String: Any])
+        #expect((l["unexplained"] as? [String])?.isEmpty == true)
+        #expect((l["partially_explained"] as? [String])?.isEmpty == true)
+        #expect(((l["explained"] as? [String])?.count ?? 0) > 100)
+        let tensorsDoc = try #require(try document(r.stdout)["tensors"] as? [[String: Any]])
+        let residuals = tensorsDoc.compactMap { ($0["lora"] as? [String: Any])?["residual"] as? Double }
+        #expect((residuals.max() ?? 1) < 1e-5)
+    }
+
     @Test(".zst input is read transparently (diff of a .zst and its plain file: identical)")
     func zstdInput() throws {
         let dir = try CLI.temporaryDirectory()
