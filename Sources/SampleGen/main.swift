@@ -106,7 +106,8 @@ func sampleJobs() -> [Job] {
             seed: 3),
         Job(
             name: "loha-tiny.safetensors",
-            tensors: LyCORISAdapter.loha(targets: LyCORISAdapter.sdxlUNetTargets(checkpoint: checkpoint), options: loha),
+            tensors: LyCORISAdapter.loha(
+                targets: LyCORISAdapter.sdxlUNetTargets(checkpoint: checkpoint), options: loha),
             metadata: LyCORISAdapter.metadata(
                 .sdxl, algo: .loha, dim: loha.dim, alpha: loha.alpha, title: "loha-tiny", comment: note + ", seed=4"),
             seed: 4),
