@@ -104,6 +104,9 @@ public struct SkippedModule: Error, Sendable, Equatable, Codable {
         case unsupportedTarget = "unsupported_target"
         /// The module carries a bias delta but the target layer has no bias.
         case noBias = "no_bias"
+        /// The scale depends on an alpha the file does not hold (PEFT LoHa/LoKr dumps keep it
+        /// in `adapter_config.json`).
+        case missingAlpha = "missing_alpha"
 
         init(_ kind: MappingError.Kind) {
             switch kind {

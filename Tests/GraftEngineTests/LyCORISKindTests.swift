@@ -821,6 +821,29 @@ struct LyCORISKindEdgeTests {
         #expect(out.merged?.ignoredScaleKey == true)
     }
 
+    @Test("a PEFT LoHa without per-module alpha is refused (missing_alpha), not merged at scale 1")
+    func peftLoHaWithoutAlpha() throws {
+        let l = U.toQ, r = 2
+        let m = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+        let specs = [
+            TensorSpec(m + ".hada_w1_a", .F32, [l.rows, r], kindNoise(l.rows * r, seed: 211)),
+            TensorSpec(m + ".hada_w1_b", .F32, [r, l.columns], kindNoise(r * l.columns, seed: 212)),
+            TensorSpec(m + ".hada_w2_a", .F32, [l.rows, r], kindNoise(l.rows * r, seed: 213)),
+            TensorSpec(m + ".hada_w2_b", .F32, [r, l.columns], kindNoise(r * l.columns, seed: 214)),
+        ]
+        do {
+            _ = try kindMerge(specs, ratio: 1)
+            Issue.record("expected an error")
+        } catch let e as EngineError {
+            #expect(e.kind == .unmergeableModules)
+            #expect(e.modules.first?.reason == SkippedModule.Reason.missingAlpha.rawValue)
+        }
+        // With alpha it merges.
+        let out = try kindMerge(specs + [scalar(m + ".alpha", 1)], ratio: 1)
+        #expect(out.merged?.kind == .loha)
+        #expect(out.merged?.scale == 0.5)
+    }
+
     @Test("LoKr parts of a second layout next to a whole side make the module malformed")
     func lokrExtraParts() throws {
         let l = U.toQ, m = l.module

@@ -105,6 +105,16 @@ enum UpdateFactory {
         }
         /// LoRA-family delta (with DoRA when the module has a magnitude).
         func delta(_ d: any DeltaSource, rank: Int?, scaleKey: Bool = false) -> Result<Made, SkippedModule> {
+            // PEFT keeps a LoHa/LoKr alpha in adapter_config.json, not per module: without
+            // it the scale is unknown (ComfyUI cannot load these either).
+            if [.diffusersPEFT, .peftDump].contains(m.scheme), m.kind != .lora, rank != nil, m.alpha == nil,
+                m.scaleValue == nil
+            {
+                return skip(
+                    .missingAlpha,
+                    "PEFT keeps the alpha of \(m.kind.rawValue) modules in adapter_config.json, not in the file; the scale alpha / rank is unknown (add an alpha tensor per module)"
+                )
+            }
             let (scale, source) = Self.lycorisScale(m, rank: rank, scaleKey: scaleKey)
             if let dora = m.modifiers.dora {
                 add(
