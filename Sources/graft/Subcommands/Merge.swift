@@ -12,6 +12,10 @@ extension Graft {
                 (sd-scripts' sdxl_merge_lora.py / merge_lora.py with --precision float). Every input \
                 tensor is kept; untouched tensors are copied byte for byte when their dtype is kept.
 
+                LyCORIS kinds (LoCon with Tucker, LoHa, LoKr, DoRA, full, norm, (IA)3, GLoRA, OFT, \
+                BOFT) are merged as the LyCORIS library defines them, or as ComfyUI computes them \
+                with --compat comfyui; --dry-run shows each module's kind and target.
+
                 A module that maps to no tensor of the checkpoint is an error (sd-scripts skips it \
                 silently); --allow-unmatched merges the rest and still lists them.
 
