@@ -244,37 +244,14 @@ void gk_lora_gemm_f32(size_t m, size_t n, size_t r, float *acc, size_t lda,
 #define H_MR 4
 #define H_NB 32
 
-GK_INLINE void hadamard_tile(size_t mr, size_t w, size_t r1, size_t r2, float *acc, size_t lda,
-                             const float *U1, size_t ldu1, const float *D1, size_t ldd1,
-                             const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef) {
+/* One tile of mr <= H_MR rows and w <= H_NB columns; inlined with constant bounds for
+ * full tiles (see hadamard_tile), so that clang keeps the accumulators in registers. */
+GK_INLINE void hadamard_tile_n(size_t mr, size_t w, size_t r1, size_t r2, float *acc, size_t lda,
+                               const float *U1, size_t ldu1, const float *D1, size_t ldd1,
+                               const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef) {
     float c1[H_MR][H_NB], c2[H_MR][H_NB];
     for (size_t i = 0; i < H_MR; i++)
         for (size_t j = 0; j < H_NB; j++) { c1[i][j] = 0.0f; c2[i][j] = 0.0f; }
-    if (mr == H_MR && w == H_NB) {
-        for (size_t k = 0; k < r1; k++) {
-            const float *d = D1 + k * ldd1;
-            for (size_t i = 0; i < H_MR; i++) {
-                float u = U1[i * ldu1 + k];
-                for (size_t j = 0; j < H_NB; j++) c1[i][j] = fmaf(u, d[j], c1[i][j]);
-            }
-        }
-        for (size_t k = 0; k < r2; k++) {
-            const float *d = D2 + k * ldd2;
-            for (size_t i = 0; i < H_MR; i++) {
-                float u = U2[i * ldu2 + k];
-                for (size_t j = 0; j < H_NB; j++) c2[i][j] = fmaf(u, d[j], c2[i][j]);
-            }
-        }
-        for (size_t i = 0; i < H_MR; i++) {
-            float *a = acc + i * lda;
-            for (size_t j = 0; j < H_NB; j++) {
-                float t = c1[i][j] * c2[i][j];
-                t = t * coef;
-                a[j] = a[j] + t;
-            }
-        }
-        return;
-    }
     for (size_t k = 0; k < r1; k++) {
         const float *d = D1 + k * ldd1;
         for (size_t i = 0; i < mr; i++) {
@@ -297,6 +274,15 @@ GK_INLINE void hadamard_tile(size_t mr, size_t w, size_t r1, size_t r2, float *a
             a[j] = a[j] + t;
         }
     }
+}
+
+GK_INLINE void hadamard_tile(size_t mr, size_t w, size_t r1, size_t r2, float *acc, size_t lda,
+                             const float *U1, size_t ldu1, const float *D1, size_t ldd1,
+                             const float *U2, size_t ldu2, const float *D2, size_t ldd2, float coef) {
+    if (mr == H_MR && w == H_NB)
+        hadamard_tile_n(H_MR, H_NB, r1, r2, acc, lda, U1, ldu1, D1, ldd1, U2, ldu2, D2, ldd2, coef);
+    else
+        hadamard_tile_n(mr, w, r1, r2, acc, lda, U1, ldu1, D1, ldd1, U2, ldu2, D2, ldd2, coef);
 }
 
 GK_INLINE void hadamard_gemm_body(size_t m, size_t n, size_t r1, size_t r2, float *acc, size_t lda,

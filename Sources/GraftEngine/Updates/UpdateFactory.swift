@@ -192,16 +192,8 @@ enum UpdateFactory {
                 ? GLoRADelta(file: file, inA: f.a2, inB: f.a1, outA: f.b2, outB: f.b1, label: m.name)
                 : GLoRADelta(file: file, inA: f.a1, inB: f.a2, outA: f.b1, outB: f.b2, label: m.name)
             return delta(d, rank: legacy ? f.a1.dims[0] : f.a2.dims[0])
-        case .full(let diff, let bias):
-            if let diff {
-                add(
-                    AddUpdate(
-                        source: file, delta: diff, rows: rows, ratio: ratio, scale: 1, label: m.name,
-                        emulatesPrecision: false), target.tensorName, target.rows)
-            }
-            if let bias, let s = addBias(bias, scale: 1, emulatesPrecision: false) { return .failure(s) }
-            return merged(1, .none)
-        case .norm(let weight, let bias):
+        case .full(let weight, let bias), .norm(let weight, let bias):
+            // Stored differences (`diff`/`diff_b`, `w_norm`/`b_norm`): W + m·Δ, no scale.
             if let weight {
                 add(
                     AddUpdate(
