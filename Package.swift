@@ -10,6 +10,8 @@ import PackageDescription
 //                 streaming atomic writing, dtypes and dtype conversion
 //   Adapters      adapter recognition, key-naming schemes, architectures, key mapping
 //   GraftEngine   merge / convert / diff planned and run as parallel per-tensor jobs
+//   DatasetTools  masks, buckets and dataset-config checks for sd-scripts training (no
+//                 safetensors dependency; images through libvips)
 //   graft         the command-line interface
 let package = Package(
     name: "graft",
@@ -43,6 +45,7 @@ let package = Package(
         .target(name: "SafeTensors", dependencies: ["FileIO", "CKernels"]),
         .target(name: "Adapters", dependencies: ["SafeTensors"]),
         .target(name: "GraftEngine", dependencies: ["FileIO", "SafeTensors", "Adapters", "CKernels", "CZstd"]),
+        .target(name: "DatasetTools", dependencies: ["FileIO"]),
         .executableTarget(
             name: "graft",
             dependencies: [
@@ -61,6 +64,7 @@ let package = Package(
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
         .testTarget(
             name: "GraftEngineTests", dependencies: ["FileIO", "GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
+        .testTarget(name: "DatasetToolsTests", dependencies: ["DatasetTools"]),
         .testTarget(name: "GraftCLITests", dependencies: ["graft", "FileIO", "SafeTensors", "Fixtures"]),
     ]
 )
