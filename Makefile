@@ -8,11 +8,13 @@ BENCH_DIR    ?= $(HOME)/.cache/graft-bench
 
 all: build
 
-# System packages (Debian): libzstd-dev for the zstd target, pkg-config to find it.
+# System packages (Debian): libzstd-dev for the zstd target, libvips-dev for images
+# (DatasetTools), pkg-config to find them.
 # Python packages for the cross-checks: safetensors (the reference reader) and numpy.
 deps:
 	@missing=""; \
 	  pkg-config --exists libzstd 2>/dev/null || missing="$$missing libzstd-dev pkg-config"; \
+	  pkg-config --exists vips 2>/dev/null || missing="$$missing libvips-dev pkg-config"; \
 	  command -v zstd >/dev/null || missing="$$missing zstd"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "make: installing$$missing"; \

@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layering (each target depends only on those above it):
 //   CKernels (C, vector kernels with run-time CPU dispatch), CZstd (system libzstd),
-//   CFileIO (C, the few calls that need _GNU_SOURCE: O_DIRECT, O_TMPFILE, linkat)
+//   CVips (system libvips, fixed-argument wrappers), CFileIO (C, the few calls that need _GNU_SOURCE: O_DIRECT, O_TMPFILE, linkat)
 //   FileIO        the only module that talks to libc for files, processes and threads:
 //                 MappedFile, InputSpool, AtomicOutput, StandardOutput, Lock, FileIOError
 //   SafeTensors   the file format only: header parsing/validation, mmap reading,
@@ -40,16 +40,21 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        .systemLibrary(
+            name: "CVips",
+            pkgConfig: "vips",
+            providers: [.apt(["libvips-dev"])]
+        ),
         .target(name: "CFileIO"),
         .target(name: "FileIO", dependencies: ["CFileIO", "CZstd"]),
         .target(name: "SafeTensors", dependencies: ["FileIO", "CKernels"]),
         .target(name: "Adapters", dependencies: ["SafeTensors"]),
         .target(name: "GraftEngine", dependencies: ["FileIO", "SafeTensors", "Adapters", "CKernels", "CZstd"]),
-        .target(name: "DatasetTools", dependencies: ["FileIO"]),
+        .target(name: "DatasetTools", dependencies: ["FileIO", "CVips"]),
         .executableTarget(
             name: "graft",
             dependencies: [
-                "FileIO", "SafeTensors", "Adapters", "GraftEngine",
+                "FileIO", "SafeTensors", "Adapters", "GraftEngine", "DatasetTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,7 +69,7 @@ let package = Package(
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "Fixtures"]),
         .testTarget(
             name: "GraftEngineTests", dependencies: ["FileIO", "GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
-        .testTarget(name: "DatasetToolsTests", dependencies: ["DatasetTools"]),
+        .testTarget(name: "DatasetToolsTests", dependencies: ["DatasetTools", "CVips"]),
         .testTarget(name: "GraftCLITests", dependencies: ["graft", "FileIO", "SafeTensors", "Fixtures"]),
     ]
 )

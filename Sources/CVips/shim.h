@@ -1,0 +1,98 @@
+// Fixed-argument wrappers over the few libvips calls graft uses: libvips' C API is
+// variadic (NULL-terminated option lists), which Swift cannot call.
+#include <vips/vips.h>
+
+// VIPS_INIT once per process; the cache is off (a batch tool opens every file once).
+// Returns 0 on success.
+static inline int graft_vips_init(const char *argv0) {
+    if (VIPS_INIT(argv0)) return -1;
+    vips_cache_set_max(0);
+    return 0;
+}
+
+// Worker threads of each libvips pipeline.
+static inline void graft_vips_set_concurrency(int n) { vips_concurrency_set(n); }
+
+// The error text accumulated by this process (copy it, then call graft_vips_error_clear).
+static inline const char *graft_vips_error_buffer(void) { return vips_error_buffer(); }
+static inline void graft_vips_error_clear(void) { vips_error_clear(); }
+
+static inline void graft_vips_unref(VipsImage *image) { g_object_unref(image); }
+static inline void graft_vips_free(void *p) { g_free(p); }
+
+// Opens an encoded image held in memory (the bytes must outlive the image): sequential
+// access, no autorotation (libvips never rotates unless asked), failing on truncation
+// and decoder errors. NULL on error. Reading from memory avoids libvips' parsing of
+// "[options]" in file names.
+static inline VipsImage *graft_vips_load_buffer(const void *bytes, size_t length) {
+    return vips_image_new_from_buffer(
+        bytes, length, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+}
+
+static inline int graft_vips_width(VipsImage *image) { return vips_image_get_width(image); }
+static inline int graft_vips_height(VipsImage *image) { return vips_image_get_height(image); }
+static inline int graft_vips_bands(VipsImage *image) { return vips_image_get_bands(image); }
+static inline int graft_vips_format(VipsImage *image) { return (int)vips_image_get_format(image); }
+static inline int graft_vips_interpretation(VipsImage *image) { return (int)vips_image_get_interpretation(image); }
+static inline int graft_vips_has_alpha(VipsImage *image) { return vips_image_hasalpha(image) ? 1 : 0; }
+
+// Decodes every pixel (to find truncated or corrupt data) and discards them. 0 on success.
+static inline int graft_vips_decode_all(VipsImage *image) {
+    double mean;
+    return vips_avg(image, &mean, NULL);
+}
+
+// The last band (the alpha) as 8-bit samples, row-major, fully decoded: 16-bit values
+// become v >> 8; other non-8-bit formats are cast (clamped). Free the result with
+// graft_vips_free. NULL on error.
+static inline unsigned char *graft_vips_alpha8(VipsImage *image, size_t *length) {
+    VipsImage *band = NULL, *shifted = NULL, *byte = NULL;
+    unsigned char *out = NULL;
+    if (vips_extract_band(image, &band, vips_image_get_bands(image) - 1, NULL)) return NULL;
+    VipsImage *source = band;
+    if (vips_image_get_format(band) == VIPS_FORMAT_USHORT) {
+        if (vips_rshift_const1(band, &shifted, 8.0, NULL)) goto done;
+        source = shifted;
+    }
+    if (vips_cast(source, &byte, VIPS_FORMAT_UCHAR, NULL)) goto done;
+    out = (unsigned char *)vips_image_write_to_memory(byte, length);
+done:
+    if (byte) g_object_unref(byte);
+    if (shifted) g_object_unref(shifted);
+    g_object_unref(band);
+    return out;
+}
+
+// Encodes width×height 8-bit grey samples as a PNG (colour type 0, depth 8, no metadata
+// chunks: strip), zlib level 6. Free *buffer with graft_vips_free. 0 on success.
+static inline int graft_vips_grey_png(
+    const unsigned char *pixels, int width, int height, void **buffer, size_t *length) {
+    VipsImage *image = vips_image_new_from_memory(
+        pixels, (size_t)width * (size_t)height, width, height, 1, VIPS_FORMAT_UCHAR);
+    if (!image) return -1;
+    int r = vips_pngsave_buffer(image, buffer, length, "strip", TRUE, "compression", 6, NULL);
+    g_object_unref(image);
+    return r;
+}
+
+// For tests and samples: saves raw samples (bands 1-4; format VIPS_FORMAT_UCHAR or
+// VIPS_FORMAT_USHORT) to a file whose suffix picks the encoder (.png, .jpg, .webp...).
+// 0 on success.
+static inline int graft_vips_save_samples(
+    const void *samples, int width, int height, int bands, int format, const char *path) {
+    size_t sampleSize = format == VIPS_FORMAT_USHORT ? 2 : 1;
+    VipsImage *raw = vips_image_new_from_memory(
+        samples, (size_t)width * height * bands * sampleSize, width, height, bands, (VipsBandFormat)format);
+    if (!raw) return -1;
+    VipsInterpretation interpretation = bands <= 2
+        ? (format == VIPS_FORMAT_USHORT ? VIPS_INTERPRETATION_GREY16 : VIPS_INTERPRETATION_B_W)
+        : (format == VIPS_FORMAT_USHORT ? VIPS_INTERPRETATION_RGB16 : VIPS_INTERPRETATION_sRGB);
+    VipsImage *tagged = NULL;
+    int r = vips_copy(raw, &tagged, "interpretation", interpretation, NULL);
+    if (r == 0) {
+        r = vips_image_write_to_file(tagged, path, NULL);
+        g_object_unref(tagged);
+    }
+    g_object_unref(raw);
+    return r;
+}
