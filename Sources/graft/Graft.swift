@@ -22,6 +22,6 @@ struct Graft: ParsableCommand {
               64  usage error (bad flags or arguments)
             """,
         version: version,
-        subcommands: [List.self, Merge.self, Diff.self, Convert.self]
+        subcommands: [List.self, Merge.self, Diff.self, Convert.self, Masks.self]
     )
 }

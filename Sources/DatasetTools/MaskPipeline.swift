@@ -1,0 +1,185 @@
+import Foundation
+
+/// How the alpha becomes a mask value (doc §B1 step 2).
+public enum AlphaMode: String, Sendable, Codable, CaseIterable {
+    /// `m = A > threshold ? 255 : 0`.
+    case binary
+    /// `m = A` (sd-scripts' alpha_mask weight as a grey level).
+    case linear
+}
+
+/// The settings of `graft masks` (doc §B1 steps 2–7).
+public struct MaskOptions: Sendable, Equatable {
+    public var alpha: AlphaMode = .binary
+    /// Binary threshold, 0–254.
+    public var threshold: Int = 0
+    public var invert = false
+    /// Radius in pixels of the grey dilation (max over a Euclidean disk), 0 = none.
+    public var dilate = 0
+    /// Radius in pixels of the grey erosion (min over a Euclidean disk), after dilation.
+    public var erode = 0
+    /// Gaussian feathering radius R (σ = R/2, kernel radius ⌈3σ⌉), 0 = none.
+    public var feather: Double = 0
+    /// Minimum weight W in 0…1: `m' = 255·W + m·(1−W)`.
+    public var minWeight: Double = 0
+    /// Mean weight below which an image is reported.
+    public var warnMean: Double = 0.05
+
+    public init() {}
+
+    /// Checks the ranges.
+    /// - Throws: ``DatasetError`` `.invalidOption` naming the option.
+    public func validate() throws(DatasetError) {
+        if !(0...254).contains(threshold) {
+            throw DatasetError(.invalidOption, path: "--threshold", "must be between 0 and 254 (got \(threshold))")
+        }
+        if dilate < 0 { throw DatasetError(.invalidOption, path: "--dilate", "must be at least 0") }
+        if erode < 0 { throw DatasetError(.invalidOption, path: "--erode", "must be at least 0") }
+        if !(feather >= 0 && feather <= 1000) {
+            throw DatasetError(.invalidOption, path: "--feather", "must be between 0 and 1000")
+        }
+        if !(minWeight >= 0 && minWeight <= 1) {
+            throw DatasetError(.invalidOption, path: "--min-weight", "must be between 0 and 1")
+        }
+    }
+}
+
+/// Per-image numbers of a mask (doc §B1 step 7).
+public struct MaskStatistics: Sendable, Equatable, Codable {
+    /// `Σm / (255·N)`: the image's effective loss scale in sd-scripts.
+    public var meanWeight: Double
+    /// Fraction of pixels that are 0.
+    public var zeroFraction: Double
+
+    public init(_ mask: [UInt8]) {
+        var sum = 0, zeros = 0
+        for v in mask {
+            sum += Int(v)
+            if v == 0 { zeros += 1 }
+        }
+        let n = Double(max(mask.count, 1))
+        meanWeight = Double(sum) / (255 * n)
+        zeroFraction = Double(zeros) / n
+    }
+}
+
+/// The mask computation of `graft masks` on one image's alpha (doc §B1 steps 1–6).
+public enum MaskPipeline {
+    /// The mask for an image: alpha mapping, invert, dilate, erode, feather, minimum weight,
+    /// round half up and clamp.
+    /// - Parameter alpha: row-major 8-bit alpha, or nil for an image without alpha (A = 255).
+    public static func mask(alpha: [UInt8]?, width: Int, height: Int, options o: MaskOptions) -> [UInt8] {
+        let n = width * height
+        var m = [UInt8](repeating: 0, count: n)
+        if let alpha {
+            precondition(alpha.count == n, "alpha must hold width * height samples")
+            switch o.alpha {
+            case .binary:
+                let t = UInt8(clamping: o.threshold)
+                for i in 0..<n { m[i] = alpha[i] > t ? 255 : 0 }
+            case .linear: m = alpha
+            }
+        } else {
+            // A = 255 everywhere: binary gives 255 for every threshold 0...254, linear gives 255.
+            m = [UInt8](repeating: 255, count: n)
+        }
+        if o.invert { for i in 0..<n { m[i] = 255 - m[i] } }
+        if o.dilate > 0 { m = diskFilter(m, width: width, height: height, radius: o.dilate, maximum: true) }
+        if o.erode > 0 { m = diskFilter(m, width: width, height: height, radius: o.erode, maximum: false) }
+        if o.feather <= 0 && o.minWeight == 0 { return m }
+        var f = m.map(Double.init)
+        if o.feather > 0 { f = gaussianBlur(f, width: width, height: height, sigma: o.feather / 2) }
+        let w = o.minWeight
+        var out = [UInt8](repeating: 0, count: n)
+        for i in 0..<n {
+            let v = 255 * w + f[i] * (1 - w)
+            out[i] = UInt8(min(255, max(0, (v + 0.5).rounded(.down))))
+        }
+        return out
+    }
+
+    /// Half-widths of a Euclidean disk of radius r per row offset dy = -r...r: the largest w
+    /// with w² + dy² ≤ r².
+    static func diskHalfWidths(_ r: Int) -> [Int] {
+        (-r...r).map { dy in
+            var w = 0
+            while (w + 1) * (w + 1) + dy * dy <= r * r { w += 1 }
+            return w
+        }
+    }
+
+    /// Grey max (dilation) or min (erosion) over the disk `dx² + dy² ≤ r²` with edge pixels
+    /// clamped. Clamping only moves an offset towards the centre, so it equals the extreme
+    /// over the disk's part inside the image.
+    static func diskFilter(_ src: [UInt8], width: Int, height: Int, radius r: Int, maximum: Bool) -> [UInt8] {
+        guard width > 0, height > 0 else { return src }
+        let pick: (UInt8, UInt8) -> UInt8 = maximum ? { max($0, $1) } : { min($0, $1) }
+        let halves = diskHalfWidths(r)
+        // rowExtreme[w][y*width + x] = extreme of row y over [x-w, x+w] ∩ [0, width).
+        // Built up in w: [x-w, x+w] = [x-w, x+w-2] ∪ {x} ∪ [x-w+2, x+w].
+        var rowExtreme: [[UInt8]] = [src]
+        if r > 0 {
+            for _ in 1...r {
+                let prev = rowExtreme[rowExtreme.count - 1]
+                var next = prev
+                for y in 0..<height {
+                    let base = y * width
+                    for x in 0..<width {
+                        var v = prev[base + x]
+                        if x > 0 { v = pick(v, prev[base + x - 1]) }
+                        if x + 1 < width { v = pick(v, prev[base + x + 1]) }
+                        next[base + x] = v
+                    }
+                }
+                rowExtreme.append(next)
+            }
+        }
+        var out = src
+        for y in 0..<height {
+            for x in 0..<width {
+                var v = src[y * width + x]
+                for (k, w) in halves.enumerated() {
+                    let yy = y + k - r
+                    if yy < 0 || yy >= height { continue }
+                    v = pick(v, rowExtreme[w][yy * width + x])
+                }
+                out[y * width + x] = v
+            }
+        }
+        return out
+    }
+
+    /// Normalised Gaussian taps for σ, radius ⌈3σ⌉ (index 0 is offset -radius).
+    static func gaussianKernel(sigma: Double) -> [Double] {
+        let radius = Int((3 * sigma).rounded(.up))
+        var k = (-radius...radius).map { i in exp(-Double(i * i) / (2 * sigma * sigma)) }
+        let sum = k.reduce(0, +)
+        for i in k.indices { k[i] /= sum }
+        return k
+    }
+
+    /// Separable Gaussian blur in Double with edge pixels clamped (rows, then columns).
+    static func gaussianBlur(_ src: [Double], width: Int, height: Int, sigma: Double) -> [Double] {
+        guard sigma > 0, width > 0, height > 0 else { return src }
+        let k = gaussianKernel(sigma: sigma)
+        let r = k.count / 2
+        var tmp = [Double](repeating: 0, count: src.count)
+        for y in 0..<height {
+            let base = y * width
+            for x in 0..<width {
+                var s = 0.0
+                for (j, t) in k.enumerated() { s += t * src[base + min(width - 1, max(0, x + j - r))] }
+                tmp[base + x] = s
+            }
+        }
+        var out = [Double](repeating: 0, count: src.count)
+        for y in 0..<height {
+            for x in 0..<width {
+                var s = 0.0
+                for (j, t) in k.enumerated() { s += t * tmp[min(height - 1, max(0, y + j - r)) * width + x] }
+                out[y * width + x] = s
+            }
+        }
+        return out
+    }
+}
