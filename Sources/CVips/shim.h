@@ -2,11 +2,19 @@
 // variadic (NULL-terminated option lists), which Swift cannot call.
 #include <vips/vips.h>
 
-// VIPS_INIT once per process; the cache is off (a batch tool opens every file once).
+static inline void graft_vips_silent_log(
+    const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data) {
+    (void)domain; (void)level; (void)message; (void)data;
+}
+
+// VIPS_INIT once per process; the cache is off (a batch tool opens every file once), and
+// libvips' own warnings on stderr ("error in tile 0 x 0") are silenced: failures reach the
+// caller through return codes and the error buffer, reported as one line per file.
 // Returns 0 on success.
 static inline int graft_vips_init(const char *argv0) {
     if (VIPS_INIT(argv0)) return -1;
     vips_cache_set_max(0);
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO, graft_vips_silent_log, NULL);
     return 0;
 }
 
