@@ -70,6 +70,8 @@ let package = Package(
         .testTarget(
             name: "GraftEngineTests", dependencies: ["FileIO", "GraftEngine", "Adapters", "SafeTensors", "Fixtures"]),
         .testTarget(name: "DatasetToolsTests", dependencies: ["DatasetTools", "CVips"]),
-        .testTarget(name: "GraftCLITests", dependencies: ["graft", "FileIO", "SafeTensors", "Fixtures", "DatasetTools", "CVips"]),
+        .testTarget(
+            name: "GraftCLITests",
+            dependencies: ["graft", "FileIO", "SafeTensors", "Fixtures", "DatasetTools", "CVips"]),
     ]
 )

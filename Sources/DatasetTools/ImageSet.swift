@@ -6,7 +6,9 @@ import Foundation
 /// sub-folders are mirrored by the tools.
 public struct ImageSet: Sendable {
     /// sd-scripts' `IMAGE_EXTENSIONS` without the optional AVIF/JXL (matched case-sensitively).
-    public static let extensions: Set<String> = ["png", "jpg", "jpeg", "webp", "bmp", "PNG", "JPG", "JPEG", "WEBP", "BMP"]
+    public static let extensions: Set<String> = [
+        "png", "jpg", "jpeg", "webp", "bmp", "PNG", "JPG", "JPEG", "WEBP", "BMP",
+    ]
 
     /// One accepted image.
     public struct Entry: Sendable, Equatable {

@@ -146,7 +146,8 @@ public enum MaskRunner {
             r.statistics = stats
             if stats.meanWeight == 0 {
                 r.warnings.append(
-                    DatasetWarning(.allZero, path: item.image.relativePath, "the mask is all zero: the image trains nothing"))
+                    DatasetWarning(
+                        .allZero, path: item.image.relativePath, "the mask is all zero: the image trains nothing"))
             } else if stats.meanWeight < plan.options.warnMean {
                 r.warnings.append(
                     DatasetWarning(
@@ -155,7 +156,8 @@ public enum MaskRunner {
                     ))
             }
             if !dryRun {
-                let png = try encodeGreyPNG(mask, width: image.width, height: image.height, path: item.outputRelativePath)
+                let png = try encodeGreyPNG(
+                    mask, width: image.width, height: image.height, path: item.outputRelativePath)
                 try write(png, to: plan.output + "/" + item.outputRelativePath, plan: plan, inputPath: inputPath)
                 r.written = true
             }

@@ -177,7 +177,8 @@ struct MaskFileTests {
         try TestImages.saveRGBA(alpha: rng.bytes(64 * 64), width: 64, height: 64, to: dir + "/cut.png")
         let full = try Data(contentsOf: URL(fileURLWithPath: dir + "/cut.png"))
         try full.prefix(full.count / 2).write(to: URL(fileURLWithPath: dir + "/cut.png"))
-        try TestImages.save([UInt8](repeating: 90, count: 64 * 64 * 3), width: 64, height: 64, bands: 3, to: dir + "/j.jpg")
+        try TestImages.save(
+            [UInt8](repeating: 90, count: 64 * 64 * 3), width: 64, height: 64, bands: 3, to: dir + "/j.jpg")
         let jpeg = try Data(contentsOf: URL(fileURLWithPath: dir + "/j.jpg"))
         try jpeg.prefix(jpeg.count / 2).write(to: URL(fileURLWithPath: dir + "/cutj.jpg"))
         try Data("not an image".utf8).write(to: URL(fileURLWithPath: dir + "/text.webp"))

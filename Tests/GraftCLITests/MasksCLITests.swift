@@ -96,7 +96,8 @@ struct MasksCLITests {
         #expect(doc.schema == 1 && doc.command == "masks" && doc.written == 0)
         #expect(doc.images.map(\.mask) == ["a.png", "sub/b.png"])
         #expect(doc.images.allSatisfy { !$0.written && abs($0.mean_weight - 8.0 / 12.0) < 1e-12 })
-        #expect(doc.problems.map(\.kind) == ["duplicate_stem", "duplicate_stem", "undecodable", "mixed_case_extension"])
+        #expect(
+            doc.problems.map(\.kind) == ["duplicate_stem", "duplicate_stem", "undecodable", "mixed_case_extension"])
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 

@@ -95,7 +95,9 @@ extension Graft {
                     plan = try MaskRunner.plan(input: input, output: output, options: maskOptions, overwrite: force)
                 } catch let e as DatasetError where e.kind == .outputExists {
                     for path in [e.path] + e.others {
-                        Terminal.warn("graft: error: \(displayable(path)): the output already exists; use --force to overwrite it")
+                        Terminal.warn(
+                            "graft: error: \(displayable(path)): the output already exists; use --force to overwrite it"
+                        )
                     }
                     emitErrorDocument(
                         options.json ? "masks" : nil,
@@ -174,7 +176,9 @@ struct MasksReportJSON: Encodable {
                 meanWeight: $0.statistics?.meanWeight, zeroFraction: $0.statistics?.zeroFraction, written: $0.written)
         }
         problems =
-            r.errors.map { Problem(severity: "error", kind: snakeCase($0.kind.rawValue), path: $0.path, message: $0.message) }
+            r.errors.map {
+                Problem(severity: "error", kind: snakeCase($0.kind.rawValue), path: $0.path, message: $0.message)
+            }
             + r.warnings.map {
                 Problem(severity: "warning", kind: snakeCase($0.kind.rawValue), path: $0.path, message: $0.message)
             }
