@@ -56,7 +56,9 @@ extension Graft {
         @Flag(name: .shortAndLong, help: "Overwrite existing masks.")
         var force = false
 
-        @Option(name: [.customShort("j"), .customLong("jobs")], help: "Images processed at once (default: all cores).")
+        @Option(
+            name: [.customShort("j", allowingJoined: true), .customLong("jobs")],
+            help: "Images processed at once (default: all cores).")
         var jobs: Int?
 
         @Flag(help: "Decode and compute everything but write nothing.")
