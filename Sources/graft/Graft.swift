@@ -16,7 +16,7 @@ struct Graft: ParsableCommand {
 
             EXIT STATUS
               0   success (for diff: no differences)
-              1   diff found differences
+              1   diff found differences; masks: some images failed (the others were written)
               2   bad input file, format error, I/O error (also writing stdout),
                   refused output (exists without --force, is an input, is not a regular file)
               64  usage error (bad flags or arguments)
