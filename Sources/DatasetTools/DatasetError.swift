@@ -43,6 +43,9 @@ public struct DatasetWarning: Equatable, Sendable, CustomStringConvertible {
         case lowMeanWeight
         /// The mask is all zero: the image trains nothing.
         case allZero
+        /// An image in the mask folder has no image of its stem in the input folder: sd-scripts
+        /// asserts on such "extra" masks.
+        case strayMask
     }
 
     public var kind: Kind

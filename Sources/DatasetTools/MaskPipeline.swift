@@ -41,6 +41,9 @@ public struct MaskOptions: Sendable, Equatable {
         if !(minWeight >= 0 && minWeight <= 1) {
             throw DatasetError(.invalidOption, path: "--min-weight", "must be between 0 and 1")
         }
+        if !(warnMean >= 0 && warnMean <= 1) {
+            throw DatasetError(.invalidOption, path: "--warn-mean", "must be between 0 and 1")
+        }
     }
 }
 

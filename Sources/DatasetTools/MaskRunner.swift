@@ -20,7 +20,7 @@ public struct MaskPlan: Sendable {
     public var imageCount: Int
     /// Images refused before decoding (duplicate stems), one error each.
     public var refused: [DatasetError]
-    /// Scan warnings (mixed-case extensions).
+    /// Scan warnings (mixed-case extensions) and stray files already in the output folder.
     public var warnings: [DatasetWarning]
 }
 
@@ -102,7 +102,21 @@ public enum MaskRunner {
         }
         return MaskPlan(
             input: input, output: output, options: options, overwrite: overwrite, items: items,
-            imageCount: set.entries.count, refused: refused, warnings: set.warnings)
+            imageCount: set.entries.count, refused: refused, warnings: set.warnings + strays(in: output, for: set))
+    }
+
+    /// Images already in `output` whose stem no input image has (same sub-folder).
+    static func strays(in output: String, for set: ImageSet) -> [DatasetWarning] {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: output, isDirectory: &isDir), isDir.boolValue,
+            let existing = try? ImageSet.scan(root: output)
+        else { return [] }
+        let stems = Set(set.entries.map { $0.folder + "/" + $0.stem })
+        return existing.entries.filter { !stems.contains($0.folder + "/" + $0.stem) }.map {
+            DatasetWarning(
+                .strayMask, path: output + "/" + $0.relativePath,
+                "a mask without an image (sd-scripts fails on extra masks in conditioning_data_dir)")
+        }
     }
 
     /// Decodes every planned image, computes its mask and (unless `dryRun`) writes it

@@ -230,6 +230,20 @@ struct MaskFileTests {
         #expect(again.items.count == 3)
     }
 
+    @Test("masks in the output folder without an image are reported")
+    func strays() throws {
+        let dir = try TestImages.folder()
+        let out = try TestImages.folder()
+        try TestImages.mkdir(out + "/sub")
+        try TestImages.saveRGBA(alpha: ramp, width: 4, height: 3, to: dir + "/a.png")
+        try TestImages.saveRGBA(alpha: ramp, width: 4, height: 3, to: out + "/a.png")
+        try TestImages.saveRGBA(alpha: ramp, width: 4, height: 3, to: out + "/sub/a.png")
+        try TestImages.saveRGBA(alpha: ramp, width: 4, height: 3, to: out + "/zz.jpg")
+        let plan = try MaskRunner.plan(input: dir, output: out, options: MaskOptions(), overwrite: true)
+        #expect(plan.warnings.map(\.kind) == [.strayMask, .strayMask])
+        #expect(plan.warnings.map(\.path) == [out + "/sub/a.png", out + "/zz.jpg"])
+    }
+
     @Test("the output must differ from the input")
     func sameFolder() throws {
         let dir = try TestImages.folder()

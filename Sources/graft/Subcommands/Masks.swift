@@ -53,6 +53,9 @@ extension Graft {
         @Option(help: ArgumentHelp("Lowest weight anywhere, 0-1: m' = 255*W + m*(1-W).", valueName: "W"))
         var minWeight: Double = 0
 
+        @Option(help: ArgumentHelp("Warn when an image's mean mask weight is below this.", valueName: "W"))
+        var warnMean: Double = 0.05
+
         @Flag(name: .shortAndLong, help: "Overwrite existing masks.")
         var force = false
 
@@ -75,6 +78,7 @@ extension Graft {
             o.erode = erode
             o.feather = feather
             o.minWeight = minWeight
+            o.warnMean = warnMean
             return o
         }
 
