@@ -42,6 +42,8 @@ static inline int graft_vips_height(VipsImage *image) { return vips_image_get_he
 static inline int graft_vips_bands(VipsImage *image) { return vips_image_get_bands(image); }
 static inline int graft_vips_format(VipsImage *image) { return (int)vips_image_get_format(image); }
 static inline int graft_vips_interpretation(VipsImage *image) { return (int)vips_image_get_interpretation(image); }
+// Pages (frames) in the file: more than 1 for an animated WebP (libvips loads only the first).
+static inline int graft_vips_n_pages(VipsImage *image) { return vips_image_get_n_pages(image); }
 static inline int graft_vips_has_alpha(VipsImage *image) { return vips_image_hasalpha(image) ? 1 : 0; }
 
 // Decodes every pixel (to find truncated or corrupt data) and discards them. 0 on success.
@@ -100,6 +102,35 @@ static inline int graft_vips_save_samples(
     if (r == 0) {
         r = vips_image_write_to_file(tagged, path, NULL);
         g_object_unref(tagged);
+    }
+    g_object_unref(raw);
+    return r;
+}
+
+// For tests: saves 8-bit samples as a palette PNG (alpha becomes a tRNS chunk when bands = 4).
+static inline int graft_vips_save_palette_png(
+    const void *samples, int width, int height, int bands, const char *path) {
+    VipsImage *raw = vips_image_new_from_memory(
+        samples, (size_t)width * height * bands, width, height, bands, VIPS_FORMAT_UCHAR);
+    if (!raw) return -1;
+    int r = vips_pngsave(raw, path, "palette", TRUE, "Q", 100, "dither", 0.0, NULL);
+    g_object_unref(raw);
+    return r;
+}
+
+// For tests: saves `pages` frames stacked vertically (each width x pageHeight, 8-bit, bands
+// 3 or 4) as an animated WebP.
+static inline int graft_vips_save_animated_webp(
+    const void *samples, int width, int pageHeight, int pages, int bands, const char *path) {
+    VipsImage *raw = vips_image_new_from_memory(
+        samples, (size_t)width * pageHeight * pages * bands, width, pageHeight * pages, bands, VIPS_FORMAT_UCHAR);
+    if (!raw) return -1;
+    VipsImage *copy = NULL;
+    int r = vips_copy(raw, &copy, NULL);
+    if (r == 0) {
+        vips_image_set_int(copy, "page-height", pageHeight);
+        r = vips_webpsave(copy, path, "lossless", TRUE, NULL);
+        g_object_unref(copy);
     }
     g_object_unref(raw);
     return r;

@@ -46,6 +46,8 @@ public struct DatasetWarning: Equatable, Sendable, CustomStringConvertible {
         /// An image in the mask folder has no image of its stem in the input folder: sd-scripts
         /// asserts on such "extra" masks.
         case strayMask
+        /// An animated image: sd-scripts (Pillow) and graft use its first frame only.
+        case animated
     }
 
     public var kind: Kind

@@ -154,6 +154,12 @@ public enum MaskRunner {
             let mask = MaskPipeline.mask(
                 alpha: image.alpha, width: image.width, height: image.height, options: plan.options)
             image.alpha = nil
+            if image.pages > 1 {
+                r.warnings.append(
+                    DatasetWarning(
+                        .animated, path: item.image.relativePath,
+                        "animated image (\(image.pages) frames): the mask is made from the first frame"))
+            }
             r.width = image.width
             r.height = image.height
             let stats = MaskStatistics(mask)

@@ -33,11 +33,14 @@ public struct AlphaImage: Sendable {
     public var height: Int
     /// Row-major alpha, `width * height` bytes; 16-bit alpha is reduced as `v >> 8`.
     public var alpha: [UInt8]?
+    /// Frames in the file (> 1 for an animated WebP, of which only the first is used).
+    public var pages = 1
 
-    public init(width: Int, height: Int, alpha: [UInt8]?) {
+    public init(width: Int, height: Int, alpha: [UInt8]?, pages: Int = 1) {
         self.width = width
         self.height = height
         self.alpha = alpha
+        self.pages = pages
     }
 
     /// Decodes the whole image held in `bytes` (so truncated or corrupt data is found) and
@@ -53,11 +56,12 @@ public struct AlphaImage: Sendable {
             }
             defer { graft_vips_unref(image) }
             let width = Int(graft_vips_width(image)), height = Int(graft_vips_height(image))
+            let pages = Int(graft_vips_n_pages(image))
             if graft_vips_has_alpha(image) == 0 {
                 guard graft_vips_decode_all(image) == 0 else {
                     return .failure(DatasetError(.undecodable, path: path, Vips.takeError("decoding failed")))
                 }
-                return .success(AlphaImage(width: width, height: height, alpha: nil))
+                return .success(AlphaImage(width: width, height: height, alpha: nil, pages: pages))
             }
             var length = 0
             guard let samples = graft_vips_alpha8(image, &length) else {
@@ -68,7 +72,7 @@ public struct AlphaImage: Sendable {
                 return .failure(DatasetError(.undecodable, path: path, "unexpected alpha size \(length)"))
             }
             let alpha = [UInt8](UnsafeBufferPointer(start: samples, count: length))
-            return .success(AlphaImage(width: width, height: height, alpha: alpha))
+            return .success(AlphaImage(width: width, height: height, alpha: alpha, pages: pages))
         }
         return try result.get()
     }

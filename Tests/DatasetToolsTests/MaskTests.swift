@@ -108,6 +108,40 @@ struct MaskPixelTests {
         #expect(try TestImages.readMask(out + "/g.png").pixels == ramp)
     }
 
+    @Test("palette PNG: tRNS counts as alpha")
+    func palette() throws {
+        let dir = try TestImages.folder()
+        var s: [UInt8] = []
+        for a in ramp { s += [a == 0 ? 0 : 200, 40, 90, a == 0 ? 0 : 255] }
+        try TestImages.savePalette(s, width: 4, height: 3, to: dir + "/p.png")
+        // The encoder quantises (it may merge colours), so the expected mask comes from the
+        // file's own alpha: colour type 3 with a tRNS chunk and some transparent pixels.
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/p.png")))
+        #expect(bytes[25] == 3)
+        #expect(String(decoding: bytes, as: UTF8.self).contains("tRNS"))
+        let decoded = try AlphaImage.decode(bytes, path: "p.png")
+        let alpha = try #require(decoded.alpha)
+        #expect(alpha.contains(0) && alpha.contains(255))
+        let (report, out) = try masks(dir)
+        #expect(report.errors.isEmpty)
+        #expect(try TestImages.readMask(out + "/p.png").pixels == alpha.map { $0 > 0 ? 255 : 0 })
+    }
+
+    @Test("animated WebP: first frame, with a warning")
+    func animated() throws {
+        let dir = try TestImages.folder()
+        var s: [UInt8] = []
+        for a in ramp { s += [9, 9, 9, a] }
+        for _ in ramp { s += [9, 9, 9, 0] }
+        try TestImages.saveAnimatedWebP(s, width: 4, pageHeight: 3, pages: 2, to: dir + "/anim.webp")
+        var o = MaskOptions()
+        o.alpha = .linear
+        let (report, out) = try masks(dir, o)
+        #expect(report.errors.isEmpty)
+        #expect(report.warnings.map(\.kind) == [.animated])
+        #expect(try TestImages.readMask(out + "/anim.png").pixels == ramp)
+    }
+
     @Test("dilate then erode over a Euclidean disk, edges clamped", arguments: [(3, 0), (0, 2), (2, 1), (5, 3)])
     func morphology(dilate: Int, erode: Int) throws {
         let (w, h) = (23, 17)

@@ -27,6 +27,25 @@ enum TestImages {
         if rc != 0 { throw Failure(description: "save16 \(path) failed") }
     }
 
+    /// A palette PNG: RGBA samples whose alpha becomes a tRNS chunk.
+    static func savePalette(_ samples: [UInt8], width: Int, height: Int, to path: String) throws {
+        Vips.start()
+        let rc = samples.withUnsafeBytes {
+            graft_vips_save_palette_png($0.baseAddress, Int32(width), Int32(height), 4, path)
+        }
+        if rc != 0 { throw Failure(description: "palette \(path) failed") }
+    }
+
+    /// An animated WebP of `pages` RGBA frames stacked vertically in `samples`.
+    static func saveAnimatedWebP(_ samples: [UInt8], width: Int, pageHeight: Int, pages: Int, to path: String) throws {
+        Vips.start()
+        let rc = samples.withUnsafeBytes {
+            graft_vips_save_animated_webp(
+                $0.baseAddress, Int32(width), Int32(pageHeight), Int32(pages), 4, path)
+        }
+        if rc != 0 { throw Failure(description: "animated \(path) failed") }
+    }
+
     /// An RGBA image with the given alpha (colour arbitrary).
     static func saveRGBA(alpha: [UInt8], width: Int, height: Int, to path: String) throws {
         var s: [UInt8] = []
