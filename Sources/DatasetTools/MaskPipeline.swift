@@ -113,43 +113,58 @@ public enum MaskPipeline {
 
     /// Grey max (dilation) or min (erosion) over the disk `dx² + dy² ≤ r²` with edge pixels
     /// clamped. Clamping only moves an offset towards the centre, so it equals the extreme
-    /// over the disk's part inside the image.
+    /// over the disk's part inside the image. Work O(N·r), memory 3 images: the row extremes
+    /// over [x-w, x+w] are widened one step at a time (w = 0...r), and each is applied to the
+    /// disk rows dy whose half-width is w.
     static func diskFilter(_ src: [UInt8], width: Int, height: Int, radius r: Int, maximum: Bool) -> [UInt8] {
-        guard width > 0, height > 0 else { return src }
-        let pick: (UInt8, UInt8) -> UInt8 = maximum ? { max($0, $1) } : { min($0, $1) }
+        guard width > 0, height > 0, r > 0 else { return src }
         let halves = diskHalfWidths(r)
-        // rowExtreme[w][y*width + x] = extreme of row y over [x-w, x+w] ∩ [0, width).
-        // Built up in w: [x-w, x+w] = [x-w, x+w-2] ∪ {x} ∪ [x-w+2, x+w].
-        var rowExtreme: [[UInt8]] = [src]
-        if r > 0 {
-            for _ in 1...r {
-                let prev = rowExtreme[rowExtreme.count - 1]
-                var next = prev
-                for y in 0..<height {
-                    let base = y * width
-                    for x in 0..<width {
-                        var v = prev[base + x]
-                        if x > 0 { v = pick(v, prev[base + x - 1]) }
-                        if x + 1 < width { v = pick(v, prev[base + x + 1]) }
-                        next[base + x] = v
+        var current = src
+        var next = src
+        var out = src
+        for w in 0...r {
+            if w > 0 {
+                widen(current, into: &next, width: width, height: height, maximum: maximum)
+                swap(&current, &next)
+            }
+            for (k, hw) in halves.enumerated() where hw == w {
+                let dy = k - r
+                let first = max(0, -dy), end = min(height, height - dy)
+                guard first < end else { continue }  // |dy| ≥ height: no row of the image
+                let rows = first..<end
+                current.withUnsafeBufferPointer { c in
+                    out.withUnsafeMutableBufferPointer { o in
+                        for y in rows {
+                            let dst = y * width, srcRow = (y + dy) * width
+                            if maximum {
+                                for x in 0..<width { o[dst + x] = max(o[dst + x], c[srcRow + x]) }
+                            } else {
+                                for x in 0..<width { o[dst + x] = min(o[dst + x], c[srcRow + x]) }
+                            }
+                        }
                     }
                 }
-                rowExtreme.append(next)
-            }
-        }
-        var out = src
-        for y in 0..<height {
-            for x in 0..<width {
-                var v = src[y * width + x]
-                for (k, w) in halves.enumerated() {
-                    let yy = y + k - r
-                    if yy < 0 || yy >= height { continue }
-                    v = pick(v, rowExtreme[w][yy * width + x])
-                }
-                out[y * width + x] = v
             }
         }
         return out
+    }
+
+    /// Row extremes over [x-w, x+w] from those over [x-w+1, x+w-1]:
+    /// [x-w, x+w] = [x-w, x+w-2] ∪ {x} ∪ [x-w+2, x+w], clipped to the row.
+    private static func widen(_ prev: [UInt8], into next: inout [UInt8], width: Int, height: Int, maximum: Bool) {
+        prev.withUnsafeBufferPointer { p in
+            next.withUnsafeMutableBufferPointer { n in
+                for y in 0..<height {
+                    let base = y * width
+                    for x in 0..<width {
+                        var v = p[base + x]
+                        if x > 0 { v = maximum ? max(v, p[base + x - 1]) : min(v, p[base + x - 1]) }
+                        if x + 1 < width { v = maximum ? max(v, p[base + x + 1]) : min(v, p[base + x + 1]) }
+                        n[base + x] = v
+                    }
+                }
+            }
+        }
     }
 
     /// Normalised Gaussian taps for σ, radius ⌈3σ⌉ (index 0 is offset -radius).

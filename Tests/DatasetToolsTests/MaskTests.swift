@@ -157,6 +157,26 @@ struct MaskPixelTests {
         #expect(try singleMask(alpha: alpha, width: w, height: h, o) == expected)
     }
 
+    @Test("morphology and feathering on images smaller than the radius")
+    func tiny() throws {
+        for (w, h) in [(1, 1), (3, 2), (2, 7)] {
+            var rng = SplitMix64(state: UInt64(w * 7 + h))
+            let alpha = rng.bytes(w * h)
+            var o = MaskOptions()
+            o.alpha = .linear
+            o.dilate = 5
+            #expect(try singleMask(alpha: alpha, width: w, height: h, o) == bruteDisk(alpha, w, h, 5, max))
+            o.dilate = 0
+            o.erode = 9
+            #expect(try singleMask(alpha: alpha, width: w, height: h, o) == bruteDisk(alpha, w, h, 9, min))
+            o.erode = 0
+            o.feather = 8
+            let m = try singleMask(alpha: alpha, width: w, height: h, o)
+            let expected = bruteGaussian(alpha.map(Double.init), w, h, sigma: 4)
+            #expect(zip(m, expected).allSatisfy { abs(Double($0) - $1) <= 1 })
+        }
+    }
+
     @Test("feather: separable Gaussian sigma = R/2, radius ceil(3 sigma), within 1", arguments: [1.0, 3.0, 5.0])
     func feather(radius: Double) throws {
         let (w, h) = (19, 14)
