@@ -46,6 +46,11 @@ public struct DatasetWarning: Equatable, Sendable, CustomStringConvertible {
         /// An image in the mask folder has no image of its stem in the input folder: sd-scripts
         /// asserts on such "extra" masks.
         case strayMask
+        /// An image without alpha got no mask (`skipWithoutAlpha`).
+        case noAlpha
+        /// An image shares its stem with an earlier one (sorted path order) whose mask sd-scripts
+        /// pairs with it too (`firstOfDuplicates`).
+        case duplicateStem
         /// An animated image: sd-scripts (Pillow) and graft use its first frame only.
         case animated
     }

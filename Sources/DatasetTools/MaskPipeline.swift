@@ -20,6 +20,10 @@ public struct MaskOptions: Sendable, Equatable {
     public var erode = 0
     /// Gaussian feathering radius R (σ = R/2, kernel radius ⌈3σ⌉), 0 = none.
     public var feather: Double = 0
+    /// Dilate by ⌈R⌉ before feathering, so the feathered edge lies outside the original region.
+    public var featherOutward = false
+    /// Write no mask (a warning instead) for an image without alpha, rather than an all-white one.
+    public var skipWithoutAlpha = false
     /// Minimum weight W in 0…1: `m' = 255·W + m·(1−W)`.
     public var minWeight: Double = 0
     /// Mean weight below which an image is reported.
@@ -89,6 +93,9 @@ public enum MaskPipeline {
         if o.invert { for i in 0..<n { m[i] = 255 - m[i] } }
         if o.dilate > 0 { m = diskFilter(m, width: width, height: height, radius: o.dilate, maximum: true) }
         if o.erode > 0 { m = diskFilter(m, width: width, height: height, radius: o.erode, maximum: false) }
+        if o.feather > 0 && o.featherOutward {
+            m = diskFilter(m, width: width, height: height, radius: Int(o.feather.rounded(.up)), maximum: true)
+        }
         if o.feather <= 0 && o.minWeight == 0 { return m }
         var f = m.map(Double.init)
         if o.feather > 0 { f = gaussianBlur(f, width: width, height: height, sigma: o.feather / 2) }

@@ -59,11 +59,14 @@ public enum MaskRunner {
     /// Scans `input` and checks everything that can be checked before any work.
     /// - Parameters:
     ///   - overwrite: replace existing masks (`--force`).
+    ///   - firstOfDuplicates: for images sharing a stem in one folder, make the mask from the first
+    ///     in sorted path order (sd-scripts' pairing) and warn about the others, instead of an
+    ///     error for each.
     /// - Throws: ``DatasetError`` `.invalidOption`, `.badDirectory` (input missing, output equal
     ///   to the input), `.outputExists` (some outputs exist and `overwrite` is false; all of
     ///   them are in ``DatasetError/others``).
     public static func plan(
-        input: String, output: String, options: MaskOptions, overwrite: Bool
+        input: String, output: String, options: MaskOptions, overwrite: Bool, firstOfDuplicates: Bool = false
     ) throws(DatasetError) -> MaskPlan {
         try options.validate()
         let fm = FileManager.default
@@ -78,8 +81,19 @@ public enum MaskRunner {
         let duplicates = set.duplicateStems
         var items: [MaskPlan.Item] = []
         var refused: [DatasetError] = []
+        var duplicateWarnings: [DatasetWarning] = []
         for e in set.entries {
-            if let others = duplicates[e] {
+            if let others = duplicates[e], firstOfDuplicates {
+                let first = ([e.relativePath] + others).min { $0.utf8.lexicographicallyPrecedes($1.utf8) }!
+                if first != e.relativePath {
+                    duplicateWarnings.append(
+                        DatasetWarning(
+                            .duplicateStem, path: e.relativePath,
+                            "same stem as \(first), whose mask sd-scripts pairs with this image too; no mask of its own"
+                        ))
+                    continue
+                }
+            } else if let others = duplicates[e] {
                 refused.append(
                     DatasetError(
                         .duplicateStem, path: e.relativePath,
@@ -102,7 +116,8 @@ public enum MaskRunner {
         }
         return MaskPlan(
             input: input, output: output, options: options, overwrite: overwrite, items: items,
-            imageCount: set.entries.count, refused: refused, warnings: set.warnings + strays(in: output, for: set))
+            imageCount: set.entries.count, refused: refused,
+            warnings: set.warnings + duplicateWarnings + strays(in: output, for: set))
     }
 
     /// Images already in `output` whose stem no input image has (same sub-folder).
@@ -151,6 +166,13 @@ public enum MaskRunner {
                 throw DatasetError(.io, path: item.image.relativePath, "cannot read the file")
             }
             var image = try AlphaImage.decode([UInt8](data), path: item.image.relativePath)
+            if image.alpha == nil && plan.options.skipWithoutAlpha {
+                r.warnings.append(
+                    DatasetWarning(
+                        .noAlpha, path: item.image.relativePath,
+                        "no alpha channel: no mask written (sd-scripts needs one mask per image)"))
+                return r
+            }
             let mask = MaskPipeline.mask(
                 alpha: image.alpha, width: image.width, height: image.height, options: plan.options)
             image.alpha = nil

@@ -192,6 +192,25 @@ struct MaskPixelTests {
         }
     }
 
+    @Test("feather outward: dilate by ceil(R), then feather")
+    func featherOutward() throws {
+        let (w, h) = (21, 15)
+        var alpha = [UInt8](repeating: 0, count: w * h)
+        for y in 5..<9 { for x in 6..<13 { alpha[y * w + x] = 255 } }
+        var o = MaskOptions()
+        o.feather = 2.5
+        o.featherOutward = true
+        let m = try singleMask(alpha: alpha, width: w, height: h, o)
+        let dilated = bruteDisk(alpha, w, h, 3, max)
+        let expected = bruteGaussian(dilated.map(Double.init), w, h, sigma: 1.25)
+        #expect(zip(m, expected).allSatisfy { abs(Double($0) - $1) <= 1 })
+        // The original region keeps nearly full weight: the kernel reaches 1.5·R, beyond the
+        // dilation by R, so a corner loses a little (251 here), far less than without it.
+        o.featherOutward = false
+        let plain = try singleMask(alpha: alpha, width: w, height: h, o)
+        for i in alpha.indices where alpha[i] == 255 { #expect(m[i] >= 250 && m[i] >= plain[i]) }
+    }
+
     @Test("statistics: mean weight and zero fraction; all-zero and low-mean warnings")
     func statistics() throws {
         let s = MaskStatistics([0, 255, 255, 0])
@@ -220,6 +239,35 @@ struct MaskFileTests {
         #expect(report.errors.map(\.path) == ["a.jpg", "a.png"])
         #expect(!FileManager.default.fileExists(atPath: out + "/a.png"))
         #expect(FileManager.default.fileExists(atPath: out + "/b.png"))
+    }
+
+    @Test("first of duplicates: sd-scripts' pairing order, a warning for the others")
+    func firstOfDuplicates() throws {
+        let dir = try TestImages.folder()
+        try TestImages.saveRGBA(alpha: ramp, width: 4, height: 3, to: dir + "/a.png")
+        try TestImages.save([UInt8](repeating: 1, count: 12 * 3), width: 4, height: 3, bands: 3, to: dir + "/a.jpg")
+        let out = try TestImages.folder() + "/o"
+        let plan = try MaskRunner.plan(
+            input: dir, output: out, options: MaskOptions(), overwrite: false, firstOfDuplicates: true)
+        let report = MaskRunner.run(plan, threads: 1)
+        #expect(report.errors.isEmpty)
+        #expect(report.warnings.map(\.kind) == [.duplicateStem])
+        #expect(report.warnings.map(\.path) == ["a.png"])
+        // a.jpg sorts first: the mask is its (opaque) one.
+        #expect(try TestImages.readMask(out + "/a.png").pixels == [UInt8](repeating: 255, count: 12))
+    }
+
+    @Test("skip images without alpha: a warning, no mask")
+    func skipWithoutAlpha() throws {
+        let dir = try TestImages.folder()
+        try TestImages.saveRGBA(alpha: ramp, width: 4, height: 3, to: dir + "/a.png")
+        try TestImages.save([UInt8](repeating: 1, count: 12 * 3), width: 4, height: 3, bands: 3, to: dir + "/b.png")
+        var o = MaskOptions()
+        o.skipWithoutAlpha = true
+        let (report, out) = try masks(dir, o)
+        #expect(report.errors.isEmpty && report.written == 1)
+        #expect(report.warnings.map(\.kind) == [.noAlpha])
+        #expect(!FileManager.default.fileExists(atPath: out + "/b.png"))
     }
 
     @Test("zero-byte and truncated images: one error each, the others are written")

@@ -50,6 +50,21 @@ extension Graft {
         @Option(help: ArgumentHelp("Gaussian feathering radius (sigma = R/2).", valueName: "R"))
         var feather: Double = 0
 
+        @Flag(help: "Dilate by R before --feather, so the feathered edge lies outside the original region.")
+        var featherOutward = false
+
+        @Option(
+            help: ArgumentHelp(
+                "An image without alpha gets an all-white mask, or none (skip, with a warning).", valueName: "mask|skip"
+            ))
+        var noAlpha = "mask"
+
+        @Option(
+            help: ArgumentHelp(
+                "Images sharing a stem in one folder: error for each, or first (sorted path) makes the mask.",
+                valueName: "error|first"))
+        var onDuplicate = "error"
+
         @Option(help: ArgumentHelp("Lowest weight anywhere, 0-1: m' = 255*W + m*(1-W).", valueName: "W"))
         var minWeight: Double = 0
 
@@ -79,6 +94,8 @@ extension Graft {
             o.feather = feather
             o.minWeight = minWeight
             o.warnMean = warnMean
+            o.featherOutward = featherOutward
+            o.skipWithoutAlpha = noAlpha == "skip"
             return o
         }
 
@@ -91,6 +108,13 @@ extension Graft {
             } catch {
                 throw ValidationError("\(error.path) \(error.message).")
             }
+            guard noAlpha == "mask" || noAlpha == "skip" else {
+                throw ValidationError("--no-alpha must be mask or skip (got '\(noAlpha)').")
+            }
+            guard onDuplicate == "error" || onDuplicate == "first" else {
+                throw ValidationError("--on-duplicate must be error or first (got '\(onDuplicate)').")
+            }
+            if featherOutward && feather == 0 { throw ValidationError("--feather-outward needs --feather.") }
             if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
         }
 
@@ -98,7 +122,9 @@ extension Graft {
             let report = try reportingErrors(json: options.json ? "masks" : nil) { () throws -> MaskReport in
                 let plan: MaskPlan
                 do {
-                    plan = try MaskRunner.plan(input: input, output: output, options: maskOptions, overwrite: force)
+                    plan = try MaskRunner.plan(
+                        input: input, output: output, options: maskOptions, overwrite: force,
+                        firstOfDuplicates: onDuplicate == "first")
                 } catch let e as DatasetError where e.kind == .outputExists {
                     for path in [e.path] + e.others {
                         Terminal.warn(
@@ -129,7 +155,7 @@ extension Graft {
 
         func summary(_ r: MaskReport) -> String {
             let rate = Double(r.results.count) / max(r.seconds, 1e-9)
-            let verb = dryRun ? "would write \(r.results.filter { $0.error == nil }.count)" : "wrote \(r.written)"
+            let verb = dryRun ? "would write \(r.results.filter { $0.statistics != nil }.count)" : "wrote \(r.written)"
             return
                 "masks: \(r.plan.imageCount) images, \(verb) masks, \(r.warnings.count) warnings, \(r.errors.count) errors in \(Format.fixed(r.seconds, decimals: 2)) s (\(Format.fixed(rate, decimals: 1)) images/s, \(r.threads) threads)"
         }
@@ -176,7 +202,7 @@ struct MasksReportJSON: Encodable {
         input = r.plan.input
         output = r.plan.output
         self.dryRun = dryRun
-        images = r.results.filter { $0.error == nil }.map {
+        images = r.results.filter { $0.statistics != nil }.map {
             Image(
                 image: $0.imageRelativePath, mask: $0.outputRelativePath, width: $0.width, height: $0.height,
                 meanWeight: $0.statistics?.meanWeight, zeroFraction: $0.statistics?.zeroFraction, written: $0.written)
