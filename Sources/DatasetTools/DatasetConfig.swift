@@ -139,6 +139,8 @@ public enum DatasetKind: String, Sendable {
 /// A subset with every value resolved: subset → dataset → `[general]` → fallbacks → default.
 public struct ResolvedSubset: Equatable, Sendable {
     public var path: String
+    /// The dataset's kind; in a mixed dataset (an error) what this subset claims to be.
+    public var kind: DatasetKind
     public var imageDir: String?
     public var conditioningDataDir: String?
     public var metadataFile: String?
@@ -482,9 +484,11 @@ private struct ConfigChecker {
         let withConditioning = subsetTables.filter { has($0, "conditioning_data_dir") }.count
         let withMetadata = subsetTables.filter { has($0, "metadata_file") }.count
         var kind: DatasetKind
-        if fallbacks.maskedLoss && withConditioning == subsetTables.count && !subsetTables.isEmpty {
+        // Python's all([]) is True: a dataset without subsets validates as masks (with --masked_loss) or as
+        // fine-tuning, as in sd-scripts.
+        if fallbacks.maskedLoss && withConditioning == subsetTables.count {
             kind = .masks
-        } else if withMetadata == subsetTables.count && !subsetTables.isEmpty {
+        } else if withMetadata == subsetTables.count {
             kind = .fineTuning
         } else if withMetadata == 0 {
             kind = .dreamBooth
@@ -595,6 +599,7 @@ private struct ConfigChecker {
         }
         return ResolvedSubset(
             path: path,
+            kind: kind,
             imageDir: imageDir,
             conditioningDataDir: kind == .masks ? string(subset["conditioning_data_dir"]) : nil,
             metadataFile: kind == .fineTuning ? string(subset["metadata_file"]) : nil,

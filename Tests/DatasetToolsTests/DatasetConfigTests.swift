@@ -163,6 +163,7 @@ struct DatasetConfigTests {
         #expect(masked.datasets[1].subsets[0].captionExtension == nil)  // FT has no caption files
         #expect(Self.kinds(masked) == [.mixedDreamBoothFineTuning])
         #expect(masked.datasets[2].subsets[0].metadataFile == "/meta.json")
+        #expect(masked.datasets[2].subsets.map(\.kind) == [.fineTuning, .dreamBooth])
     }
 
     @Test("mask subsets: partial conditioning, is_reg/class_tokens/alpha_mask, random_crop, shared folders")
@@ -297,6 +298,13 @@ struct DatasetConfigTests {
                 "warn emptyDataset datasets[2]",
             ])
         #expect(config.datasets[0].subsets[0].captionExtension == ".caption")
+        #expect(config.datasets[2].kind == .fineTuning)  // all([]) is True, as in sd-scripts
+        // With --masked_loss an empty dataset validates as masks: caption_extension allowed, class_tokens not.
+        let empty = DatasetConfig(
+            toml: "[general]\nresolution = 512\n[[datasets]]\ncaption_extension = \".txt\"\nclass_tokens = \"x\"\n",
+            fallbacks: Self.masked())
+        #expect(empty.datasets[0].kind == .masks)
+        #expect(empty.findings.map(\.path) == ["datasets[0]", "datasets[0].class_tokens"])
         #expect(config.datasets[3].kind == .fineTuning && config.datasets[3].subsets[0].imageDir == nil)
         #expect(Self.kinds(DatasetConfig(toml: "[general]\nresolution = 512\n")) == [.noDatasets])
         var flags = Fallbacks()
