@@ -185,6 +185,17 @@ public struct BucketManager: Sendable {
     private let bucketSet: Set<Resolution>
     private let aspectRatios: [Double]
 
+    /// The single bucket sd-scripts uses without `enable_bucket`: `resolution` itself (images are
+    /// cover-scaled and centre-cropped to it, `set_predefined_resos([(W, H)])`).
+    public init(fixed resolution: Resolution) {
+        settings = BucketSettings(
+            resolution: resolution, minReso: min(resolution.width, resolution.height),
+            maxReso: max(resolution.width, resolution.height), steps: 1)
+        buckets = [resolution]
+        bucketSet = [resolution]
+        aspectRatios = [Double(resolution.width) / Double(resolution.height)]
+    }
+
     /// Builds the bucket list from already validated settings (see `BucketSettings.validated`).
     public init(_ settings: BucketSettings) {
         self.settings = settings
