@@ -77,6 +77,31 @@ public struct Finding: Equatable, Sendable, CustomStringConvertible {
         case emptyDataset
         /// Every subset is a regularisation subset: the dataset contributes nothing.
         case regOnlyDataset
+        // Folder checks (`scanFiles`).
+        /// `image_dir` is missing or not a directory: the subset is skipped.
+        case imageDirMissing
+        /// No image sd-scripts would take in `image_dir`: the subset is skipped.
+        case noImages
+        /// Images whose extension case sd-scripts does not match on Linux (`x.Png`): ignored.
+        case ignoredExtensionCase
+        /// Sub-folders with images: sd-scripts does not descend into them.
+        case imagesInSubfolder
+        /// Two images with one stem (`a.png`, `a.jpg`): they share a caption, mask and cache file.
+        case duplicateStem
+        /// Images without a caption file and no `class_tokens`: empty captions.
+        case missingCaption
+        /// Images without a caption file fall back to `class_tokens`.
+        case classTokensAsCaption
+        /// Caption files exist under another extension than `caption_extension`.
+        case captionExtensionMismatch
+        /// Caption files without an image.
+        case orphanCaption
+        /// `conditioning_data_dir` is missing or not a directory.
+        case maskDirMissing
+        /// Images without a mask (assert `missing conditioning data`).
+        case missingMask
+        /// Masks without an image in the same dataset (assert `extra conditioning data`).
+        case extraMask
     }
 
     public var severity: Severity

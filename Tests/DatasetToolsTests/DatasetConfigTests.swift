@@ -325,6 +325,9 @@ struct DatasetConfigTests {
             .missingResolution, .invalidBucketSettings, .bucketResoAdjusted, .unknownInterpolation,
             .cacheLatentsWithAugmentation, .validationSplitOutOfRange, .numRepeatsBelowOne, .duplicateImageDir,
             .defaultCaptionExtension, .captionExtensionWithoutDot, .noDatasets, .emptyDataset, .regOnlyDataset,
+            // DatasetFilesTests
+            .imageDirMissing, .noImages, .ignoredExtensionCase, .imagesInSubfolder, .duplicateStem, .missingCaption,
+            .classTokensAsCaption, .captionExtensionMismatch, .orphanCaption, .maskDirMissing, .missingMask, .extraMask,
         ]
         #expect(Set(Finding.Kind.allCases) == produced)
     }
