@@ -86,8 +86,13 @@ extension DatasetConfig {
             // Mask pairing is dataset-wide: stems (mask dir + stem) claimed by some image.
             var pairedMasks: Set<String> = []
             var maskDirs: [(path: String, subset: String)] = []
+            var seenImageDirs: Set<String> = []
             for subset in dataset.subsets {
-                guard subset.kind != .fineTuning, subset.numRepeats >= 1, let imageDir = subset.imageDir else {
+                // Skipped by sd-scripts (reported by the config checks): repeats < 1, or an image_dir already
+                // used in this dataset (raw strings, the first wins).
+                guard subset.kind != .fineTuning, subset.numRepeats >= 1, let imageDir = subset.imageDir,
+                    seenImageDirs.insert(imageDir).inserted
+                else {
                     datasetImages.append([])
                     continue
                 }

@@ -41,6 +41,8 @@ struct DatasetFilesTests {
                   [[datasets.subsets]]
                   image_dir = "/skipped"
                   num_repeats = 0
+                  [[datasets.subsets]]
+                  image_dir = "/tok"
                 """, fallbacks: flags)
         let lister = MemoryLister(tree: [
             "/base/a": files(
@@ -71,6 +73,7 @@ struct DatasetFilesTests {
                 "/base/a/1.png", "/base/a/2.jpg", "/base/a/2.png", "/base/a/4.webp", "/base/a/x_1_2_3_4.png",
             ])
         #expect(scan.images[0][4].isEmpty)
+        #expect(scan.images[0][3] == ["/tok/t.png"] && scan.images[0][5].isEmpty)  // duplicate image_dir
     }
 
     @Test("mask pairing: by stem with any extension, missing and extra masks, dataset-wide")
