@@ -25,6 +25,8 @@ public struct Finding: Equatable, Sendable, CustomStringConvertible {
     public enum Kind: String, Sendable, CaseIterable {
         /// The file is not valid TOML.
         case tomlSyntax
+        /// The file is not valid JSON (a `.json` config).
+        case jsonSyntax
         /// A key sd-scripts does not know at all (`extra keys not allowed`).
         case unknownKey
         /// A known key at a level, or in a dataset kind, where it is not allowed (`extra keys not allowed`).
@@ -219,20 +221,39 @@ public struct DatasetConfig: Sendable {
             root = try TOMLTable(string: toml)
         } catch let error as TOMLParseError {
             let at = error.source.begin
-            datasets = []
-            findings = [
-                Finding(.error, .tomlSyntax, "", "line \(at.line), column \(at.column): \(error.description)")
-            ]
+            let message = "line \(at.line), column \(at.column): \(error.description)"
+            self.init(datasets: [], findings: [Finding(.error, .tomlSyntax, "", message)])
             return
         } catch {
-            datasets = []
-            findings = [Finding(.error, .tomlSyntax, "", "\(error)")]
+            self.init(datasets: [], findings: [Finding(.error, .tomlSyntax, "", "\(error)")])
             return
         }
+        self.init(root: ConfigValue(root), fallbacks: fallbacks)
+    }
+
+    /// Parses and checks a JSON dataset config (sd-scripts reads `.json` with `json.load`). Never throws:
+    /// a syntax error is a `jsonSyntax` finding.
+    public init(json: String, fallbacks: Fallbacks = Fallbacks()) {
+        let root: ConfigValue
+        do {
+            root = try ConfigJSONParser.parse(json)
+        } catch {
+            let message = "at byte \(error.offset): \(error.message)"
+            self.init(datasets: [], findings: [Finding(.error, .jsonSyntax, "", message)])
+            return
+        }
+        self.init(root: root, fallbacks: fallbacks)
+    }
+
+    init(datasets: [ResolvedDataset], findings: [Finding]) {
+        self.datasets = datasets
+        self.findings = findings
+    }
+
+    init(root: ConfigValue, fallbacks: Fallbacks) {
         var checker = ConfigChecker(fallbacks: fallbacks)
-        checker.check(root: ConfigValue(root))
-        datasets = checker.datasets
-        findings = checker.findings
+        checker.check(root: root)
+        self.init(datasets: checker.datasets, findings: checker.findings)
     }
 }
 
@@ -369,7 +390,10 @@ private struct ConfigChecker {
     }
 
     mutating func check(root: ConfigValue) {
-        guard case .table(let top) = root else { return }
+        guard case .table(let top) = root else {
+            add(.error, .wrongType, "", "expected an object at the top level, found \(root.pythonType)")
+            return
+        }
         var datasetsValue: ConfigValue?
         for (key, value) in top {
             switch key {

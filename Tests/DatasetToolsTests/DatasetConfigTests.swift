@@ -319,7 +319,7 @@ struct DatasetConfigTests {
     func coverage() {
         // Kinds not produced by the configs above would show here.
         let produced: Set<Finding.Kind> = [
-            .tomlSyntax, .unknownKey, .keyNotAllowedHere, .argparseOnlyKey, .wrongType, .boolAsInt,
+            .tomlSyntax, .jsonSyntax, .unknownKey, .keyNotAllowedHere, .argparseOnlyKey, .wrongType, .boolAsInt,
             .missingRequiredKey, .mixedDreamBoothFineTuning, .conditioningWithoutMaskedLoss, .partialConditioning,
             .randomCropWithMasks, .sharedMaskFolder, .maskFolderSharedInDataset, .maskFolderIsImageDir,
             .missingResolution, .invalidBucketSettings, .bucketResoAdjusted, .unknownInterpolation,
@@ -330,5 +330,40 @@ struct DatasetConfigTests {
             .classTokensAsCaption, .captionExtensionMismatch, .orphanCaption, .maskDirMissing, .missingMask, .extraMask,
         ]
         #expect(Set(Finding.Kind.allCases) == produced)
+    }
+}
+
+@Suite("DatasetConfig JSON")
+struct DatasetConfigJSONTests {
+    @Test("JSON configs keep Python's int / float / bool distinctions and resolve like TOML")
+    func json() throws {
+        let config = DatasetConfig(
+            json: #"""
+                {"general": {"resolution": [1024, 1024], "caption_extension": ".txt", "network_multiplier": 1,
+                             "caption_dropout_rate": 1e-1, "keep_tokens": 1.0},
+                 "datasets": [{"batch_size": 2, "network_multiplier": 0.5,
+                               "subsets": [{"image_dir": "/data/\u00e9t\u00e9 \"x\"", "num_repeats": 3,
+                                            "flip_aug": true, "class_tokens": null}]}]}
+                """#)
+        let got = config.findings.map { "\($0.kind.rawValue) \($0.path)" }
+        #expect(
+            got == [
+                "wrongType general.keep_tokens", "wrongType general.network_multiplier",
+                "wrongType datasets[0].subsets[0].class_tokens",
+            ])
+        let subset = try #require(config.datasets.first?.subsets.first)
+        #expect(subset.imageDir == "/data/été \"x\"" && subset.numRepeats == 3 && subset.flipAug)
+        #expect(config.datasets[0].batchSize == 2 && config.datasets[0].networkMultiplier == 0.5)
+        #expect(config.datasets[0].resolution == Resolution(1024, 1024))
+    }
+
+    @Test("a JSON syntax error is one finding with the byte offset")
+    func syntax() {
+        for text in ["{\"general\": {", "{\"a\": 1,}", "[1 2]", "{\"a\": tru}", "{} x", "\"\\q\""] {
+            let config = DatasetConfig(json: text)
+            #expect(config.findings.map(\.kind) == [.jsonSyntax], "\(text)")
+        }
+        #expect(DatasetConfig(json: "[]").findings.map(\.kind) == [.wrongType])
+        #expect(DatasetConfig(json: "{}").findings.map(\.kind) == [.noDatasets])
     }
 }
