@@ -79,6 +79,8 @@ public struct Finding: Equatable, Sendable, CustomStringConvertible {
         case emptyDataset
         /// Every subset is a regularisation subset: the dataset contributes nothing.
         case regOnlyDataset
+        /// A training config (`--config_file`) sets `epoch`, which sd-scripts never reads (§A7).
+        case epochIgnored
         // Folder checks (`scanFiles`).
         /// `image_dir` is missing or not a directory: the subset is skipped.
         case imageDirMissing

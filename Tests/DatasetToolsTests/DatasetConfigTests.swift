@@ -325,6 +325,7 @@ struct DatasetConfigTests {
             .missingResolution, .invalidBucketSettings, .bucketResoAdjusted, .unknownInterpolation,
             .cacheLatentsWithAugmentation, .validationSplitOutOfRange, .numRepeatsBelowOne, .duplicateImageDir,
             .defaultCaptionExtension, .captionExtensionWithoutDot, .noDatasets, .emptyDataset, .regOnlyDataset,
+            .epochIgnored,  // TrainConfigTests
             // DatasetFilesTests
             .imageDirMissing, .noImages, .ignoredExtensionCase, .imagesInSubfolder, .duplicateStem, .missingCaption,
             .classTokensAsCaption, .captionExtensionMismatch, .orphanCaption, .maskDirMissing, .missingMask, .extraMask,
