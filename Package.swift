@@ -26,7 +26,8 @@ let package = Package(
         .library(name: "Fixtures", targets: ["Fixtures"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .target(
@@ -50,7 +51,9 @@ let package = Package(
         .target(name: "SafeTensors", dependencies: ["FileIO", "CKernels"]),
         .target(name: "Adapters", dependencies: ["SafeTensors"]),
         .target(name: "GraftEngine", dependencies: ["FileIO", "SafeTensors", "Adapters", "CKernels", "CZstd"]),
-        .target(name: "DatasetTools", dependencies: ["FileIO", "CVips"]),
+        .target(
+            name: "DatasetTools",
+            dependencies: ["FileIO", "CVips", .product(name: "TOMLKit", package: "TOMLKit")]),
         .executableTarget(
             name: "graft",
             dependencies: [
