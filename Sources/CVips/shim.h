@@ -1,5 +1,6 @@
 // Fixed-argument wrappers over the few libvips calls graft uses: libvips' C API is
 // variadic (NULL-terminated option lists), which Swift cannot call.
+#include <string.h>
 #include <vips/vips.h>
 
 static inline void graft_vips_silent_log(
@@ -71,6 +72,33 @@ done:
     if (shifted) g_object_unref(shifted);
     g_object_unref(band);
     return out;
+}
+
+// Gaussian blur of width×height one-band double samples into out (same size), through
+// vips_gaussblur in float precision. The mask keeps the taps whose Gaussian is at least
+// min_ampl (libvips accepts 0.001 and up); edges are extended by copying (clamped).
+// 0 on success.
+static inline int graft_vips_gaussblur(
+    const double *in, int width, int height, double sigma, double min_ampl, double *out) {
+    VipsImage *image = vips_image_new_from_memory(
+        in, (size_t)width * (size_t)height * sizeof(double), width, height, 1, VIPS_FORMAT_DOUBLE);
+    if (!image) return -1;
+    VipsImage *blurred = NULL;
+    int r = vips_gaussblur(image, &blurred, sigma, "min_ampl", min_ampl, "precision", VIPS_PRECISION_FLOAT, NULL);
+    g_object_unref(image);
+    if (r) return r;
+    VipsImage *d = NULL;
+    r = vips_cast(blurred, &d, VIPS_FORMAT_DOUBLE, NULL);
+    g_object_unref(blurred);
+    if (r) return r;
+    size_t length = 0;
+    void *mem = vips_image_write_to_memory(d, &length);
+    g_object_unref(d);
+    if (!mem) return -1;
+    if (length != (size_t)width * (size_t)height * sizeof(double)) { g_free(mem); return -1; }
+    memcpy(out, mem, length);
+    g_free(mem);
+    return 0;
 }
 
 // Encodes width×height 8-bit grey samples as a PNG (colour type 0, depth 8, no metadata

@@ -173,8 +173,13 @@ public enum MaskRunner {
                         "no alpha channel: no mask written (sd-scripts needs one mask per image)"))
                 return r
             }
-            let mask = MaskPipeline.mask(
-                alpha: image.alpha, width: image.width, height: image.height, options: plan.options)
+            let mask: [UInt8]
+            do {
+                mask = try MaskPipeline.mask(
+                    alpha: image.alpha, width: image.width, height: image.height, options: plan.options)
+            } catch {
+                throw DatasetError(error.kind, path: item.image.relativePath, error.message)
+            }
             image.alpha = nil
             if image.pages > 1 {
                 r.warnings.append(
