@@ -18,7 +18,7 @@ deps:
 	  command -v zstd >/dev/null || missing="$$missing zstd"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "make: installing$$missing"; \
-	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  fi
 	@python3 -c "import safetensors, numpy" 2>/dev/null || \
 	  { echo "make: installing python packages safetensors, numpy"; \
