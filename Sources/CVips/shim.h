@@ -38,6 +38,14 @@ static inline VipsImage *graft_vips_load_buffer(const void *bytes, size_t length
         bytes, length, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
 }
 
+// Opens an image file for its header only: libvips reads the header when the image is
+// made and decodes no pixel until one is asked for (sequential access, no autorotation).
+// NULL on error. libvips parses "name[options]" in file names: callers pass names
+// without '[' (or read the bytes and use graft_vips_load_buffer).
+static inline VipsImage *graft_vips_header_file(const char *path) {
+    return vips_image_new_from_file(path, "access", VIPS_ACCESS_SEQUENTIAL, NULL);
+}
+
 static inline int graft_vips_width(VipsImage *image) { return vips_image_get_width(image); }
 static inline int graft_vips_height(VipsImage *image) { return vips_image_get_height(image); }
 static inline int graft_vips_bands(VipsImage *image) { return vips_image_get_bands(image); }

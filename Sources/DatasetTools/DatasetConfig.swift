@@ -106,6 +106,11 @@ public struct Finding: Equatable, Sendable, CustomStringConvertible {
         case missingMask
         /// Masks without an image in the same dataset (assert `extra conditioning data`).
         case extraMask
+        // Image checks (`dataset check`).
+        /// An image whose header cannot be read: empty, not an image, or unreadable (sd-scripts fails on it).
+        case unreadableImage
+        /// An image sd-scripts cannot bucket (a zero side; with no_upscale a side shorter than the steps).
+        case unbucketableImage
     }
 
     public var severity: Severity

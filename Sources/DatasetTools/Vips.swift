@@ -1,5 +1,6 @@
 import CVips
 import FileIO
+import Foundation
 
 /// libvips, initialised once per process (`VIPS_INIT`, operation cache off).
 public enum Vips {
@@ -91,4 +92,38 @@ public func encodeGreyPNG(_ pixels: [UInt8], width: Int, height: Int, path: Stri
     guard rc == 0, let buffer else { throw DatasetError(.io, path: path, Vips.takeError("PNG encoding failed")) }
     defer { graft_vips_free(buffer) }
     return [UInt8](UnsafeRawBufferPointer(start: buffer, count: length))
+}
+
+/// An image's pixel size from its header, without decoding pixels.
+public enum ImageHeader {
+    /// The width and height stored in the file at `path` (EXIF orientation is not applied, as sd-scripts).
+    /// A name containing `[` (libvips' option syntax) is read into memory and opened from there.
+    /// - Throws: ``DatasetError`` `.undecodable` when the file is empty or not an image libvips reads, `.io`
+    ///   when libvips cannot start or the file cannot be read.
+    public static func size(path: String) throws(DatasetError) -> Resolution {
+        guard Vips.start() else { throw DatasetError(.io, path: path, "libvips failed to start") }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        if let size = attributes?[.size] as? NSNumber, size.intValue == 0 {
+            throw DatasetError(.undecodable, path: path, "empty file (0 bytes)")
+        }
+        if path.contains("[") {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw DatasetError(.io, path: path, "cannot read the file")
+            }
+            let bytes = [UInt8](data)
+            let result: Result<Resolution, DatasetError> = bytes.withUnsafeBytes { raw in
+                guard let image = graft_vips_load_buffer(raw.baseAddress, raw.count) else {
+                    return .failure(DatasetError(.undecodable, path: path, Vips.takeError("not a decodable image")))
+                }
+                defer { graft_vips_unref(image) }
+                return .success(Resolution(Int(graft_vips_width(image)), Int(graft_vips_height(image))))
+            }
+            return try result.get()
+        }
+        guard let image = graft_vips_header_file(path) else {
+            throw DatasetError(.undecodable, path: path, Vips.takeError("not a decodable image"))
+        }
+        defer { graft_vips_unref(image) }
+        return Resolution(Int(graft_vips_width(image)), Int(graft_vips_height(image)))
+    }
 }

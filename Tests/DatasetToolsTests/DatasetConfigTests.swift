@@ -329,6 +329,7 @@ struct DatasetConfigTests {
             // DatasetFilesTests
             .imageDirMissing, .noImages, .ignoredExtensionCase, .imagesInSubfolder, .duplicateStem, .missingCaption,
             .classTokensAsCaption, .captionExtensionMismatch, .orphanCaption, .maskDirMissing, .missingMask, .extraMask,
+            .unreadableImage, .unbucketableImage,  // GraftCLITests (dataset check)
         ]
         #expect(Set(Finding.Kind.allCases) == produced)
     }
