@@ -16,12 +16,13 @@ struct Graft: ParsableCommand {
 
             EXIT STATUS
               0   success (for diff: no differences)
-              1   diff found differences; masks: some images failed (the others were written)
+              1   diff found differences; masks: some images failed (the others were written);
+                  dataset check: an error or silent finding
               2   bad input file, format error, I/O error (also writing stdout),
                   refused output (exists without --force, is an input, is not a regular file)
               64  usage error (bad flags or arguments)
             """,
         version: version,
-        subcommands: [List.self, Merge.self, Diff.self, Convert.self, Masks.self]
+        subcommands: [List.self, Merge.self, Diff.self, Convert.self, Masks.self, Dataset.self]
     )
 }
