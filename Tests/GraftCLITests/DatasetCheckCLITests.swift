@@ -175,6 +175,11 @@ struct DatasetCheckCLITests {
         let doc = try JSONDecoder().decode(Doc.self, from: Data(upscale.stdout.utf8))
         #expect(doc.findings.map(\.kind).contains("unbucketable_image"), "\(upscale.stderr)")
 
+        // Flags are sd-scripts' fallbacks: --cache-latents with --color-aug is an sd-scripts error.
+        let cached = try CLI.run(["dataset", "check", "d.toml", "--cache-latents", "--color-aug"], cwd: root)
+        #expect(cached.status == 1)
+        #expect(cached.stderr.contains("graft: error: "), "\(cached.stderr)")
+
         let missing = try CLI.run(["dataset", "check", "nope.toml"], cwd: root)
         #expect(missing.status == 2)
         #expect(missing.stderr.split(separator: "\n").count == 1 && missing.stderr.contains("nope.toml"))

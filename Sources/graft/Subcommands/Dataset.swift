@@ -68,6 +68,21 @@ extension Graft.Dataset {
         @Option(help: ArgumentHelp("sd-scripts --train_batch_size (default 1).", valueName: "N"))
         var trainBatchSize: Int?
 
+        @Flag(help: "sd-scripts --flip_aug.")
+        var flipAug = false
+
+        @Flag(help: "sd-scripts --random_crop.")
+        var randomCrop = false
+
+        @Flag(help: "sd-scripts --color_aug.")
+        var colorAug = false
+
+        @Flag(help: "sd-scripts --cache_latents.")
+        var cacheLatents = false
+
+        @Flag(help: "sd-scripts --cache_latents_to_disk.")
+        var cacheLatentsToDisk = false
+
         @Option(
             help: ArgumentHelp(
                 "An sd-scripts --config_file TOML (what the GUI writes); the flags above override it.",
@@ -186,6 +201,11 @@ extension Graft.Dataset {
             if bucketNoUpscale { fallbacks.bucketNoUpscale = true }
             if let captionExtension { fallbacks.captionExtension = captionExtension }
             if let trainBatchSize { fallbacks.trainBatchSize = trainBatchSize }
+            if flipAug { fallbacks.flipAug = true }
+            if randomCrop { fallbacks.randomCrop = true }
+            if colorAug { fallbacks.colorAug = true }
+            if cacheLatents { fallbacks.cacheLatents = true }
+            if cacheLatentsToDisk { fallbacks.cacheLatentsToDisk = true }
             fallbacks.sdxl = model == "sdxl"
             if let maxTrainEpochs { epochs = maxTrainEpochs }
             if let maxTrainSteps { steps = maxTrainSteps }
@@ -363,6 +383,7 @@ enum DatasetCheckReport {
                 if t.upscaledImages > 0 { out += " (up to \(Format.fixed(t.maxUpscale, decimals: 2))x)" }
                 out +=
                     ", cropped \(t.croppedImages), mean aspect error \(Format.fixed(t.meanAspectError, decimals: 4))\n"
+                if t.skippedSubsets > 0 { out += "  subsets skipped (num_repeats < 1): \(t.skippedSubsets)\n" }
                 if t.usedRegImages + t.unusedRegImages > 0 {
                     out += "  regularisation images: \(t.usedRegImages) used, \(t.unusedRegImages) unused\n"
                 }
