@@ -20,24 +20,27 @@ public protocol DeltaSource: Sendable {
 
 /// The per-worker half of a ``DeltaSource``.
 public protocol DeltaFiller: AnyObject {
-    /// Writes rows `rows` of `D` (counted from the update's first row) to `out`
-    /// (`rows.count × columns`); `weight` holds the same rows of the weight as the
-    /// updates before this one left it.
-    func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>)
-    /// `acc += coefficient · D` for rows `rows`; `acc` is the block of the weight itself
+    /// `acc += coefficient · D` for rows `rows` (counted from the update's first row);
+    /// `acc` is that block of the weight itself, as the updates before this one left it
     /// (fillers that read the weight must not see it change midway).
     func accumulate(_ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float)
 }
 
-extension DeltaFiller {
-    /// Fills `D` into a scratch buffer, then adds it: for fillers that read the weight
-    /// (GLoRA) or have no fused kernel (LoKr).
-    public func accumulate(
-        _ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float
-    ) {
+/// A filler that writes `D` row by row into a per-worker scratch buffer, then adds it:
+/// for deltas that read the weight (GLoRA) or have no fused kernel (LoKr).
+protocol BufferedDeltaFiller: DeltaFiller {
+    /// Writes rows `rows` of `D` to `out` (`rows.count × columns`); `weight` holds the
+    /// same rows of the weight.
+    func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>)
+    /// Reused across blocks; freed by the conforming class.
+    var scratch: FloatBuffer { get set }
+}
+
+extension BufferedDeltaFiller {
+    func accumulate(_ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float) {
         let n = rows.count * columns
-        let d = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
-        defer { d.deallocate() }
+        scratch.ensure(n)
+        let d = scratch.p
         fill(rows, weight: acc, into: d)
         for i in 0..<n { acc[i] += coefficient * d[i] }
     }
@@ -120,10 +123,6 @@ struct LowRankDelta: DeltaSource {
 final class ProductFiller: DeltaFiller {
     let product: LowRankProduct
     init(_ p: LowRankProduct) { product = p }
-    func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        product.fill(first: rows.lowerBound, count: rows.count, into: out)
-    }
-
     func accumulate(_ rows: Range<Int>, into acc: UnsafeMutablePointer<Float>, columns: Int, coefficient: Float) {
         product.accumulate(first: rows.lowerBound, count: rows.count, into: acc, coefficient: coefficient)
     }
@@ -173,23 +172,11 @@ struct HadamardDelta: DeltaSource {
 final class HadamardFiller: DeltaFiller {
     let m1: LowRankProduct, m2: LowRankProduct
     let columns: Int
-    private var scratch = FloatBuffer()
 
     init(_ m1: LowRankProduct, _ m2: LowRankProduct, columns: Int) {
         self.m1 = m1
         self.m2 = m2
         self.columns = columns
-    }
-
-    deinit { scratch.free() }
-
-    func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        let n = rows.count * columns
-        scratch.ensure(n)
-        m1.fill(first: rows.lowerBound, count: rows.count, into: out)
-        m2.fill(first: rows.lowerBound, count: rows.count, into: scratch.p)
-        let s = scratch.p
-        for i in 0..<n { out[i] *= s[i] }
     }
 
     /// Both products and the Hadamard product in registers (`gk_hadamard_gemm_f32`).
@@ -269,12 +256,16 @@ enum KroneckerSideTensors: Sendable {
     }
 }
 
-final class KroneckerFiller: DeltaFiller {
+final class KroneckerFiller: BufferedDeltaFiller {
     let w1: Matrix, w2: Matrix
+    var scratch = FloatBuffer()
+
     init(w1: Matrix, w2: Matrix) {
         self.w1 = w1
         self.w2 = w2
     }
+
+    deinit { scratch.free() }
 
     func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         let b = w2.rows, c = w1.columns, d = w2.columns
@@ -331,12 +322,13 @@ struct GLoRADelta: DeltaSource {
     }
 }
 
-final class GLoRAFiller: DeltaFiller {
+final class GLoRAFiller: BufferedDeltaFiller {
     let b: LowRankProduct
     let a1: Matrix  // in × r
     let a2: Matrix  // r × in
     let columns: Int, inFeatures: Int
     private var t = FloatBuffer()
+    var scratch = FloatBuffer()
 
     init(b: LowRankProduct, a1: Matrix, a2: Matrix, columns: Int, inFeatures: Int) {
         self.b = b
@@ -346,7 +338,10 @@ final class GLoRAFiller: DeltaFiller {
         self.inFeatures = inFeatures
     }
 
-    deinit { t.free() }
+    deinit {
+        t.free()
+        scratch.free()
+    }
 
     func fill(_ rows: Range<Int>, weight: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         b.fill(first: rows.lowerBound, count: rows.count, into: out)
